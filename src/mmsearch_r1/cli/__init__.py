@@ -1,0 +1,48 @@
+"""The ``mmsearch-r1`` command. Thin and fast: each subcommand imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mmsearch_r1.errors import MMSearchError
+
+app = typer.Typer(
+    name="mmsearch-r1",
+    help="Train multimodal models to search only when they need to (MMSearch-R1).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from mmsearch_r1.cli import common, data, evaluate, rollout, tools, train, world
+
+    for module in (common, data, tools, world, rollout, train, evaluate):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Run the CLI; project errors print as one line, without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except MMSearchError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as done:
+        sys.exit(getattr(done, "exit_code", getattr(done, "code", 0)))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as error:  # click usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
