@@ -61,3 +61,11 @@ class TextSearch(ABC):
 
     async def asearch(self, query: str, k: int = 5) -> list[TextHit]:
         return await asyncio.to_thread(self.search, query, k)
+
+
+@dataclass
+class Toolbox:
+    """The tools an episode may call; None where a workflow offers no such tool."""
+
+    image: ImageSearch | None = None
+    text: TextSearch | None = None
