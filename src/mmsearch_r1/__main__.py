@@ -1,0 +1,3 @@
+from mmsearch_r1.cli import main
+
+main()

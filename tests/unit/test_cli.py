@@ -1,0 +1,56 @@
+"""The command line: fast help without torch, one-line errors, data inspect."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_mini_data.parquet"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "mmsearch_r1", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_import_and_help_load_no_torch():
+    code = (
+        "import sys, mmsearch_r1, mmsearch_r1.cli, mmsearch_r1.config, mmsearch_r1.protocol, mmsearch_r1.reward;"
+        "from mmsearch_r1.config import load_config; load_config();"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'bm25s', 'pyarrow') if m in sys.modules];"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_the_commands():
+    # Its speed is measured by bench/cli_startup.py, not asserted here.
+    result = run("--help")
+    assert result.returncode == 0 and "config" in result.stdout and "data" in result.stdout
+
+
+def test_config_error_is_one_line_without_traceback():
+    result = run("config", "show", "--set", "reward.search_penalty=7")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: config key `reward.search_penalty` must be less than or equal to 1 (got 7)."
+
+
+def test_config_show_prints_resolved_toml():
+    result = run("config", "show", "--set", "seed=5")
+    assert result.returncode == 0 and "seed = 5" in result.stdout
+
+
+def test_data_inspect_json():
+    if not FIXTURE.is_file():
+        import pytest
+
+        pytest.skip("the shared fixture file is absent")
+    result = run("data", "inspect", str(FIXTURE), "--json", "-n", "2")
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 5 and summary["bad_rows"] == []
+    assert len(summary["examples"]) == 2 and summary["examples"][0]["answers"][0] == "Spain"
+
+
+def test_data_inspect_missing_file_is_a_clear_error(tmp_path):
+    result = run("data", "inspect", str(tmp_path / "none.parquet"))
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
