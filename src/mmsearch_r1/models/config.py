@@ -13,9 +13,38 @@ class ModelConfig(Section):
     """The policy model: a checkpoint folder, or the sizes of a tiny model built from scratch."""
 
     path: Path | None = Field(None, description="Checkpoint folder in Hugging Face layout (tiny or real Qwen2.5-VL).")
+    vocab_size: int = Field(2048, ge=300, le=200_000, description="Target vocabulary size of the tiny model's tokenizer.")
+    hidden_size: int = Field(128, ge=16, le=8192, description="Width of the tiny language model.")
+    num_layers: int = Field(4, ge=1, le=64, description="Decoder layers of the tiny language model.")
+    num_heads: int = Field(4, ge=1, le=64, description="Attention heads of the tiny language model.")
+    num_kv_heads: int = Field(2, ge=1, le=64, description="Key/value heads (grouped-query attention); divides num_heads.")
+    intermediate_size: int = Field(384, ge=16, le=65536, description="MLP width of the tiny language model.")
+    vision_hidden_size: int = Field(64, ge=16, le=4096, description="Width of the tiny vision encoder.")
+    vision_depth: int = Field(2, ge=1, le=48, description="Blocks of the tiny vision encoder.")
+    vision_heads: int = Field(2, ge=1, le=32, description="Attention heads of the tiny vision encoder.")
+    vision_intermediate_size: int = Field(128, ge=16, le=16384, description="MLP width of the tiny vision encoder.")
+    patch_size: int = Field(14, ge=2, le=32, description="Vision patch side in pixels (Qwen2.5-VL uses 14).")
+    image_size: int = Field(56, ge=28, le=448, description="Every image is resized to about this many pixels a side (56 -> 4 visual tokens).")
+    max_position_embeddings: int = Field(4096, ge=128, le=131072, description="Longest context of the tiny model.")
+    init_std: float = Field(0.02, gt=0.0, le=1.0, description="Std of the tiny model's initial weights and embeddings.")
+    tie_word_embeddings: bool = Field(True, description="Share the input embedding and the output head of the tiny model.")
 
 
 class PretrainConfig(Section):
     """Supervised pretraining that gives the tiny model partial knowledge and the protocol."""
 
     lr: float = Field(3e-3, gt=0, le=1, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
+    warmup_steps: int = Field(30, ge=0, le=100_000, description="Linear learning-rate warm-up steps.")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
+    epochs: float = Field(6.0, gt=0.0, le=1000.0, description="Passes over the demonstration set.")
+    batch_tokens: int = Field(4096, ge=64, le=1_000_000, description="Tokens (padding included) in one optimizer step.")
+    demos_per_sample: int = Field(2, ge=1, le=64, description="Scripted demonstrations made from each training question.")
+    direct_prob: float = Field(0.3, ge=0.0, le=1.0, description="Chance a demonstration answers at once, independent of need.")
+    image_first_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance a searching demonstration starts with image search.")
+    follow_up_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance an image search is followed by a text search.")
+    extra_renderings: int = Field(4, ge=0, le=64, description="Extra jittered renderings per sight-group entity for recognition.")
+    grad_clip: float = Field(1.0, gt=0.0, le=100.0, description="Gradient norm clip.")
+    checkpoint_every: int = Field(200, ge=1, le=1_000_000, description="Optimizer steps between resumable checkpoints.")
+    report_samples: int = Field(64, ge=0, le=100_000, description="Questions per knowledge group for the report (0 skips it).")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use.")

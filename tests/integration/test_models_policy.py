@@ -1,0 +1,93 @@
+"""The tiny Qwen2.5-VL: builds offline, generates with images, saves and loads back; real-layout folders load too."""
+
+import json
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from PIL import Image  # noqa: E402
+
+from mmsearch_r1.errors import ConfigError  # noqa: E402
+from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer, load_policy  # noqa: E402
+from mmsearch_r1.models.policy import _mrope_section  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def policy():
+    tokenizer = build_tokenizer(["A red bird called Zorblat. A blue tower called Quixo."] * 20, vocab_size=400)
+    return build_tiny_policy(ModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128), tokenizer, seed=1)
+
+
+def _inputs(policy, n_images=1, size=(70, 64)):
+    parts = [{"type": "image"}] * n_images + [{"type": "text", "text": "What colour is it?"}]
+    text = policy.processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False)
+    images = [Image.new("RGB", size, c) for c in ("red", "blue", "green")[:n_images]]
+    return policy.processor(text=[text], images=images, return_tensors="pt")
+
+
+def test_mrope_section_splits_half_head_dim():
+    for head_dim in (16, 32, 64, 128):
+        section = _mrope_section(head_dim)
+        assert sum(section) == head_dim // 2 and len(section) == 3
+
+
+def test_images_become_few_visual_tokens(policy):
+    inputs = _inputs(policy, n_images=2)
+    image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    # 56x56 pixels, 14-pixel patches, 2x2 merge: 4 visual tokens per image, whatever the input size
+    assert int((inputs["input_ids"] == image_id).sum()) == 8
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]
+
+
+def test_generates_with_images_and_is_seeded(policy):
+    inputs = _inputs(policy)
+    torch.manual_seed(0)
+    first = policy.model.generate(**inputs, max_new_tokens=6, do_sample=True)
+    torch.manual_seed(0)
+    second = policy.model.generate(**inputs, max_new_tokens=6, do_sample=True)
+    assert first.shape[1] > inputs["input_ids"].shape[1]
+    assert torch.equal(first, second)
+    emb = policy.model.get_input_embeddings().weight
+    assert float(emb.detach().std()) < 0.05  # small-std init
+
+
+def test_save_and_load_round_trip(policy, tmp_path):
+    policy.save(tmp_path / "tiny")
+    loaded = load_policy(tmp_path / "tiny")
+    inputs = _inputs(policy)
+    with torch.no_grad():
+        expected = policy.model(**inputs).logits
+        got = loaded.model(**_inputs(loaded)).logits
+    assert torch.allclose(expected, got, atol=1e-6)
+    assert loaded.tokenizer.chat_template == policy.tokenizer.chat_template
+    assert loaded.image_processor.size == policy.image_processor.size
+    assert loaded.eos_token_id == policy.eos_token_id
+
+
+def test_loads_a_checkpoint_in_real_qwen_layout(policy, tmp_path):
+    """A folder laid out like a downloaded Qwen2.5-VL: its own preprocessor settings and chat_template.json."""
+    folder = tmp_path / "qwen"
+    policy.model.save_pretrained(folder)
+    policy.tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for p in m['content'] %}{% if p['type'] == 'image' %}Picture: <|vision_start|><|image_pad|><|vision_end|>{% else %}{{ p['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    settings = {
+        "min_pixels": 3136, "max_pixels": 28 * 28 * 16, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    loaded = load_policy(folder)
+    assert "Picture: " in loaded.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}]}], tokenize=False)
+    # its own pixel budget: a 112x112 image is 8x8 patches -> 16 visual tokens (the tiny default gives 4)
+    inputs = _inputs(loaded, size=(112, 112))
+    assert inputs["image_grid_thw"].tolist() == [[1, 8, 8]]
+    with torch.no_grad():
+        assert loaded.model(**inputs).logits.shape[-1] == policy.model.config.text_config.vocab_size
+
+
+def test_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_policy(tmp_path / "nowhere")
