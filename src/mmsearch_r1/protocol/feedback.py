@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mmsearch_r1.tools.base import ImageHit, TextHit
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
-TEMPLATE_NAMES = ("system", "user_prompt", "image_results", "text_results", "tool_error")
+TEMPLATE_NAMES = ("system", "user_prompt", "image_results", "text_results", "tool_error", "direct_prompt", "rag_query")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class Templates:
     image_results: str
     text_results: str
     tool_error: str
+    direct_prompt: str = ""  # the first user turn of the direct workflow (no tools offered)
+    rag_query: str = ""  # after the image results of the rag workflow: asks for a text-search query
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> "Templates":

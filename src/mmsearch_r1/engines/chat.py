@@ -1,0 +1,118 @@
+"""Token bookkeeping of an episode with the policy's own processor and chat template.
+
+An episode's tokens are built span by span as it runs: the opening prompt, each sampled assistant turn,
+each feedback turn. A given span is the text the chat template adds between what came before and the
+next assistant generation prompt, so that the concatenation of spans equals the chat template applied to
+the finished messages (test (a)). The chat template writes ``<|im_end|>\\n`` after an assistant turn: the
+sampled span ends at ``<|im_end|>``; the ``\\n`` opens the next given span.
+
+Requirement on the chat template: rendering a conversation must be a prefix of rendering the same
+conversation with more messages (true of Qwen's ChatML templates); ``EngineError`` says so otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from mmsearch_r1.engines.base import EngineError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmsearch_r1.trajectory import Message
+
+END_OF_TURN = "<|im_end|>"
+
+
+@dataclass
+class EncodedSpan:
+    """Token ids of a given span and the processed images it introduces (one tensor entry per image)."""
+
+    token_ids: list[int]
+    pixel_values: list[Any]
+    image_grid_thw: list[Any]
+
+
+class ChatEncoder:
+    """Renders messages with the processor's chat template and encodes them, one span at a time."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.end_of_turn_id: int = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        self.pad_id: int = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_of_turn_id
+        self.image_token_id: int = processor.image_token_id
+        # Special tokens the policy must never sample: image placeholders, chat markers, padding. Sampling
+        # one would corrupt the episode (an image pad with no image). Only the end of turn stays allowed.
+        special = {i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
+        self.suppressed_ids: list[int] = sorted(special - {self.end_of_turn_id})
+
+    # --- text ----------------------------------------------------------------------------------------
+
+    def render(self, messages: Sequence["Message"], *, generation_prompt: bool) -> str:
+        """The chat template applied to ``messages`` (images as placeholders), as text."""
+        if not messages:
+            return ""
+        chat = [m.to_chat() for m in messages]
+        return self.processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def _suffix(self, before: str, after: str) -> str:
+        if not after.startswith(before):
+            raise EngineError(
+                "the chat template renders a conversation differently once messages are added to it; "
+                "use a template where each message's rendering does not depend on later ones (like Qwen's ChatML)."
+            )
+        return after[len(before):]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of sampled ids, exactly as the tokenizer spells it (no space clean-up)."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    # --- spans ---------------------------------------------------------------------------------------
+
+    def encode_text(self, text: str, images: Sequence["Image.Image"] = ()) -> EncodedSpan:
+        """Encode chat-template text; each image placeholder in it is expanded for the matching image."""
+        kwargs: dict[str, Any] = {"add_special_tokens": False, "return_tensors": "pt"}
+        if images:
+            encoded = self.processor(text=[text], images=list(images), **kwargs)
+            counts = encoded["image_grid_thw"].prod(-1).tolist()
+            pixel_values = list(encoded["pixel_values"].split(counts, dim=0))
+            grids = list(encoded["image_grid_thw"])
+        else:
+            encoded = self.tokenizer([text], **kwargs)
+            pixel_values, grids = [], []
+        return EncodedSpan(encoded["input_ids"][0].tolist(), pixel_values, grids)
+
+    def given_span(self, before: Sequence["Message"], added: Sequence["Message"], new_images: Sequence["Image.Image"]) -> EncodedSpan:
+        """The tokens between ``before`` (empty, or ending with a sampled assistant turn) and the next generation prompt.
+
+        ``added`` are the new non-assistant messages and ``new_images`` the images they introduce, in order.
+        The span ends with the assistant generation prompt (``<|im_start|>assistant\\n`` for ChatML).
+        """
+        full = self.render([*before, *added], generation_prompt=True)
+        if not before:
+            return self.encode_text(full, new_images)
+        prefix = self.render(before, generation_prompt=False)
+        cut = prefix.rfind(END_OF_TURN)
+        if cut < 0:
+            raise EngineError(f"the chat template does not end an assistant turn with {END_OF_TURN}; use a ChatML template.")
+        tail = prefix[cut + len(END_OF_TURN):]  # what the template writes after the end-of-turn token
+        return self.encode_text(tail + self._suffix(prefix, full), new_images)
+
+    def assistant_span(self, before: Sequence["Message"], text: str) -> list[int]:
+        """The canonical ids of an assistant turn with ``text`` after ``before``, through its end-of-turn token."""
+        from mmsearch_r1.trajectory import Message
+
+        prefix = self.render(before, generation_prompt=True)
+        full = self.render([*before, Message("assistant", [text])], generation_prompt=False)
+        delta = self._suffix(prefix, full)
+        cut = delta.rfind(END_OF_TURN)
+        if cut < 0:
+            raise EngineError(f"the chat template does not end an assistant turn with {END_OF_TURN}; use a ChatML template.")
+        return self.encode_text(delta[: cut + len(END_OF_TURN)]).token_ids
+
+    def mm_token_type_ids(self, token_ids: Sequence[int]) -> list[int]:
+        """1 on image placeholder tokens, 0 elsewhere (what Qwen2.5-VL's 3-D rope index needs)."""
+        image = self.image_token_id
+        return [1 if t == image else 0 for t in token_ids]
