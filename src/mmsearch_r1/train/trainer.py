@@ -94,7 +94,7 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
             rolled = time.perf_counter()
             # --- score -------------------------------------------------------------------------------
             search_penalty = penalty_schedule(step - 1, cfg.reward.search_penalty, cfg.reward.penalty_warmup_steps)
-            _score_all(trajectories, batch, cfg.reward, search_penalty)
+            _score_all(trajectories, cfg.reward, search_penalty)
             rewards = torch.tensor([t.reward.reward for t in trajectories], dtype=torch.float64)
             advantages = group_advantages(rewards, group_index([t.group_id for t in trajectories]), normalize_std=tc.normalize_std)
             # --- update ------------------------------------------------------------------------------
@@ -226,14 +226,13 @@ def _seed_everything(seed: int) -> None:
 # --- score -------------------------------------------------------------------------------------------
 
 
-def _score_all(trajectories: Sequence["Trajectory"], batch: Sequence["VQASample"], reward_cfg, search_penalty: float) -> None:
+def _score_all(trajectories: Sequence["Trajectory"], reward_cfg, search_penalty: float) -> None:
     """Set each trajectory's reward breakdown (the search penalty is the one in force at this step)."""
     from mmsearch_r1.reward import score
 
-    answers = {s.id: s.answers for s in batch}
     for t in trajectories:
         t.reward = score(
-            t.assistant_turns, t.gold_answers or answers[t.sample_id], format_weight=reward_cfg.format_weight,
+            t.assistant_turns, t.gold_answers, format_weight=reward_cfg.format_weight,
             search_penalty=search_penalty, match=reward_cfg.match, per_search_penalty=reward_cfg.per_search_penalty,
         )
 
