@@ -41,6 +41,12 @@ class ImageSearch(ABC):
     """Find the web pages whose images look most like ``image``."""
 
     name: str = "image_search"
+    cost_per_call: float = 0.0  # USD per live call, for paid APIs; the cache counts it
+
+    @property
+    def cache_id(self) -> str:
+        """What identifies this backend's answers in the cache: its name plus the index or endpoint it uses."""
+        return self.name
 
     @abstractmethod
     def search(self, image: "Image.Image", k: int = 5) -> list[ImageHit]:
@@ -54,6 +60,12 @@ class TextSearch(ABC):
     """Find the web pages that best answer ``query`` and summarize each."""
 
     name: str = "text_search"
+    cost_per_call: float = 0.0  # USD per live call, for paid APIs; the cache counts it
+
+    @property
+    def cache_id(self) -> str:
+        """What identifies this backend's answers in the cache: its name plus the index or endpoint it uses."""
+        return self.name
 
     @abstractmethod
     def search(self, query: str, k: int = 5) -> list[TextHit]:

@@ -2,7 +2,7 @@
 
 An index folder holds::
 
-    index.json              kind, format version, item count, embedder spec, vector size
+    index.json              kind, format version, item count, content fingerprint, embedder spec, vector size
     image.faiss             one unit vector per thumbnail (exact inner-product search)
     items.parquet           title and url of every thumbnail, in index order
     thumbnails.bin          the thumbnails as PNG bytes, back to back
@@ -18,6 +18,7 @@ An index folder holds::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from contextlib import contextmanager
@@ -145,6 +146,7 @@ def build_image_index(
     out.mkdir(parents=True, exist_ok=True)
     index = faiss.IndexFlatIP(embedder.dim)
     titles, urls, offsets = [], [], [0]
+    fingerprint = hashlib.sha256(json.dumps(embedder.spec(), sort_keys=True).encode())
     with _progress(show_progress, "embedding images") as progress, open(out / "thumbnails.bin", "wb") as blob:
         for batch in _batches(items, batch_size):
             images = [image for image, _, _ in batch]
@@ -152,6 +154,7 @@ def build_image_index(
             for image, title, url in batch:
                 data = encode_png(image, max_thumbnail_side)
                 blob.write(data)
+                fingerprint.update(data + f"\0{title}\0{url}\0".encode())
                 offsets.append(offsets[-1] + len(data))
                 titles.append(str(title))
                 urls.append(str(url))
@@ -161,7 +164,14 @@ def build_image_index(
     np.save(out / "thumbnails.offsets.npy", np.asarray(offsets, dtype=np.int64))
     pq.write_table(pa.table({"title": titles, "url": urls}), out / "items.parquet")
     faiss.write_index(index, str(out / "image.faiss"))
-    meta = {"kind": "image", "format": INDEX_FORMAT, "items": len(titles), "dim": embedder.dim, "embedder": embedder.spec()}
+    meta = {
+        "kind": "image",
+        "format": INDEX_FORMAT,
+        "items": len(titles),
+        "fingerprint": fingerprint.hexdigest(),
+        "dim": embedder.dim,
+        "embedder": embedder.spec(),
+    }
     (out / "index.json").write_text(json.dumps(meta, indent=2))
     return out
 
@@ -194,6 +204,7 @@ class LocalImageSearch(ImageSearch):
         self.index_dir = Path(index_dir)
         meta = read_index_meta(self.index_dir, "image")
         self.embedder = embedder or embedder_from_spec(meta.get("embedder"))
+        self.fingerprint = meta.get("fingerprint", "")
         if self.embedder.dim != meta["dim"]:
             raise DataError(f"the embedder gives {self.embedder.dim}-d vectors but {index_dir} holds {meta['dim']}-d ones; use the embedder that built it.")
         self._index = faiss.read_index(str(self.index_dir / "image.faiss"))
@@ -204,6 +215,10 @@ class LocalImageSearch(ImageSearch):
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    @property
+    def cache_id(self) -> str:
+        return f"{self.name}:{self.fingerprint[:16]}"
 
     def thumbnail(self, i: int) -> "Image.Image":
         """The ``i``-th stored thumbnail."""

@@ -6,7 +6,7 @@ reciprocal rank fusion.
 
 An index folder holds::
 
-    index.json      kind, format version, page count, dense encoder (or null)
+    index.json      kind, format version, page count, content fingerprint, dense encoder (or null)
     pages.parquet   url, title, text of every page, in index order
     bm25/           the bm25s index
     dense.faiss     the dense index (only when built with an encoder)
@@ -22,6 +22,7 @@ An index folder holds::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ def build_text_index(
     if not corpus:
         raise DataError(f"the corpus for {out} holds no pages; give at least one page with url, title and text.")
     _write_pages(corpus, out / "pages.parquet")
+    fingerprint = hashlib.sha256()
+    for page in corpus:
+        fingerprint.update("\0".join((page.url, page.title, page.text, "")).encode())
     documents = [f"{p.title}\n{p.text}" for p in corpus]
     tokens = bm25s.tokenize(documents, stopwords="en", show_progress=show_progress)
     retriever = bm25s.BM25()
@@ -181,7 +185,13 @@ def build_text_index(
         encoder = SentenceTransformerEncoder(dense_model)
     if encoder is not None:
         _write_dense(encoder, documents, out / "dense.faiss")
-    meta = {"kind": "text", "format": INDEX_FORMAT, "pages": len(corpus), "dense_encoder": encoder.name if encoder else None}
+    meta = {
+        "kind": "text",
+        "format": INDEX_FORMAT,
+        "pages": len(corpus),
+        "fingerprint": fingerprint.hexdigest(),
+        "dense_encoder": encoder.name if encoder else None,
+    }
     (out / "index.json").write_text(json.dumps(meta, indent=2))
     return out
 
@@ -232,6 +242,7 @@ class LocalTextSearch(TextSearch):
         meta = read_index_meta(self.index_dir, "text")
         self.retrieval = retrieval
         self.summary_chars = summary_chars
+        self.fingerprint = meta.get("fingerprint", "")
         self._bm25 = bm25s.BM25.load(str(self.index_dir / "bm25"), show_progress=False)
         self._pages = pq.read_table(self.index_dir / "pages.parquet")
         self._dense = None
@@ -251,6 +262,10 @@ class LocalTextSearch(TextSearch):
 
     def __len__(self) -> int:
         return self._pages.num_rows
+
+    @property
+    def cache_id(self) -> str:
+        return f"{self.name}:{self.fingerprint[:16]}:{self.retrieval}:{self.summary_chars}"
 
     def bm25_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
         """(page index, BM25 score) of the best ``k`` pages that share a term with ``query``."""
