@@ -139,3 +139,18 @@ def test_grpo_loss_combines_policy_and_kl_by_hand():
 def test_grpo_loss_requires_reference_when_kl_is_on():
     with pytest.raises(ValueError):
         grpo_loss(torch.zeros(1, 1), torch.zeros(1, 1), None, torch.ones(1), torch.ones(1, 1), kl_coef=0.1)
+
+
+def test_grpo_loss_ignores_infinite_values_outside_the_mask():
+    # prompt tokens the policy may never sample score -inf; they sit outside the mask and must not poison anything
+    logprobs = torch.tensor([[float("-inf"), -1.0, -2.0]], requires_grad=True)
+    old = torch.tensor([[float("-inf"), -1.0, -2.0]])
+    ref = torch.tensor([[float("-inf"), -1.5, -2.0]])
+    mask = torch.tensor([[0, 1, 1]])
+    out = grpo_loss(logprobs, old, ref, torch.tensor([1.0]), mask, kl_coef=0.1)
+    out.loss.backward()
+    assert math.isfinite(out.loss.item()) and math.isfinite(out.entropy) and math.isfinite(out.kl)
+    assert torch.isfinite(logprobs.grad).all()
+    assert logprobs.grad[0, 0].item() == 0.0
+    assert out.entropy == pytest.approx(1.5)
+    assert masked_mean(torch.tensor([[float("inf"), 2.0]]), torch.tensor([[0, 1]])).item() == 2.0

@@ -21,7 +21,7 @@ class Categorical(torch.nn.Module):
         self.logits = torch.nn.Parameter(torch.zeros(6))
 
 
-def _logprobs(policy, trajectories):
+def _logprobs(policy, trajectories, temperature):
     table = torch.log_softmax(policy.model.logits, dim=-1)
     return [table[torch.tensor(t.token_ids)] for t in trajectories]
 

@@ -75,9 +75,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, token_count: float | N
     >>> masked_mean(torch.tensor([[1.0, 2.0], [3.0, 9.0]]), torch.tensor([[1, 1], [1, 0]]))
     tensor(2.)
     """
-    mask = mask.to(values.dtype)
-    denom = mask.sum() if token_count is None else torch.tensor(float(token_count), dtype=values.dtype)
-    return (values * mask).sum() / denom.clamp(min=1.0)
+    keep = mask.bool()
+    denom = keep.sum().to(values.dtype) if token_count is None else torch.tensor(float(token_count), dtype=values.dtype)
+    # where, not a product: a masked-out value may be ±inf (a token the policy may never sample), and inf·0 is NaN.
+    return torch.where(keep, values, torch.zeros_like(values)).sum() / denom.clamp(min=1.0)
 
 
 def clipped_policy_loss(
@@ -168,6 +169,12 @@ def grpo_loss(
     >>> out.loss.item(), out.clip_fraction
     (-1.0, 0.0)
     """
+    # Positions outside the mask may hold -inf (prompt tokens the policy may never sample); zero them first so
+    # that neither the loss nor its gradient sees them.
+    outside = ~loss_mask.bool()
+    logprobs, old_logprobs = logprobs.masked_fill(outside, 0.0), old_logprobs.masked_fill(outside, 0.0)
+    if ref_logprobs is not None:
+        ref_logprobs = ref_logprobs.masked_fill(outside, 0.0)
     per_token, clipped = clipped_policy_loss(logprobs, old_logprobs, advantages, clip_ratio, clip_ratio_high)
     policy = masked_mean(per_token, loss_mask, token_count)
     loss = policy

@@ -99,7 +99,7 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
             advantages = group_advantages(rewards, group_index([t.group_id for t in trajectories]), normalize_std=tc.normalize_std)
             # --- update ------------------------------------------------------------------------------
             lr = optimizer.param_groups[0]["lr"]
-            update = policy_update(policy, reference, optimizer, trajectories, advantages, tc)
+            update = policy_update(policy, reference, optimizer, trajectories, advantages, tc, temperature=cfg.engine.sampling.temperature)
             scheduler.step()
             updated = time.perf_counter()
             # --- log ---------------------------------------------------------------------------------
@@ -241,11 +241,12 @@ def _score_all(trajectories: Sequence["Trajectory"], reward_cfg, search_penalty:
 
 
 def policy_update(policy: "Policy", reference: "Policy | None", optimizer, trajectories: Sequence["Trajectory"],
-                  advantages: "torch.Tensor", tc: "TrainConfig") -> UpdateStats:
+                  advantages: "torch.Tensor", tc: "TrainConfig", *, temperature: float = 1.0) -> UpdateStats:
     """Clipped policy-gradient steps on one step's episodes; returns token-mean loss parts and the grad norm.
 
     With one pass and one mini-batch the old log-probs are the current ones (detached, ratio 1, as in veRL's
-    on-policy case); otherwise they are recomputed once before the first pass.
+    on-policy case); otherwise they are recomputed once before the first pass. Log-probs are under the
+    rollout's sampling ``temperature``.
     """
     import torch
 
@@ -255,8 +256,8 @@ def policy_update(policy: "Policy", reference: "Policy | None", optimizer, traje
     device = next(policy.model.parameters()).device
     masks, advantages = masks.to(device), advantages.to(device)
     on_policy = tc.ppo_epochs == 1 and tc.mini_batches == 1
-    old = None if on_policy else _logprobs(policy, trajectories, tc.micro_batch_size, device)
-    ref = _logprobs(reference, trajectories, tc.micro_batch_size, device) if reference is not None else None
+    old = None if on_policy else _logprobs(policy, trajectories, tc.micro_batch_size, device, temperature)
+    ref = _logprobs(reference, trajectories, tc.micro_batch_size, device, temperature) if reference is not None else None
     parts = {"policy_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
     grad_norm, n_updates = 0.0, 0
     for _ in range(tc.ppo_epochs):
@@ -264,7 +265,7 @@ def policy_update(policy: "Policy", reference: "Policy | None", optimizer, traje
             token_count = float(masks[mini].sum().clamp(min=1.0))
             optimizer.zero_grad(set_to_none=True)
             for micro in _chunks(mini, tc.micro_batch_size):
-                logprobs = _pad(_trajectory_logprobs(policy, [trajectories[i] for i in micro]), like=masks).to(device)
+                logprobs = _pad(_trajectory_logprobs(policy, [trajectories[i] for i in micro], temperature), like=masks).to(device)
                 out = grpo_loss(
                     logprobs, logprobs.detach() if on_policy else old[micro], ref[micro] if ref is not None else None,
                     advantages[micro], masks[micro], clip_ratio=tc.clip_ratio, clip_ratio_high=tc.clip_ratio_high,
@@ -279,20 +280,20 @@ def policy_update(policy: "Policy", reference: "Policy | None", optimizer, traje
     return UpdateStats(**{k: v / n_updates for k, v in parts.items()}, grad_norm=grad_norm)
 
 
-def _trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"]) -> list["torch.Tensor"]:
+def _trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], temperature: float) -> list["torch.Tensor"]:
     from mmsearch_r1.engines.hf import trajectory_logprobs
 
-    return trajectory_logprobs(policy, list(trajectories))
+    return trajectory_logprobs(policy, list(trajectories), temperature)
 
 
-def _logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], micro_batch_size: int, device) -> "torch.Tensor":
+def _logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], micro_batch_size: int, device, temperature: float) -> "torch.Tensor":
     """Log-probs ``[B, T]`` of every trajectory under ``policy`` without gradients, in micro-batches."""
     import torch
 
     rows: list[torch.Tensor] = []
     with torch.no_grad():
         for micro in _chunks(list(range(len(trajectories))), micro_batch_size):
-            rows.extend(_trajectory_logprobs(policy, [trajectories[i] for i in micro]))
+            rows.extend(_trajectory_logprobs(policy, [trajectories[i] for i in micro], temperature))
     return _pad(rows).to(device)
 
 
