@@ -54,6 +54,7 @@ class RewardConfig(Section):
 
 def _sections() -> dict[str, type[Section]]:
     # Imported here so that each part owns its section file and this module stays the only joiner.
+    from mmsearch_r1.data.config import BalanceConfig
     from mmsearch_r1.engines.config import EngineConfig
     from mmsearch_r1.eval.config import EvalConfig
     from mmsearch_r1.models.config import ModelConfig, PretrainConfig
@@ -69,6 +70,7 @@ def _sections() -> dict[str, type[Section]]:
         "model": ModelConfig,
         "pretrain": PretrainConfig,
         "engine": EngineConfig,
+        "balance": BalanceConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
     }
