@@ -2,8 +2,51 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from mmsearch_r1.cli.common import ConfigOption, SetOption, load
+
+world_app = typer.Typer(help="Build and check the demo world (guilds, emblems, facts, pages, questions, indexes).", no_args_is_help=True)
+
+
+@world_app.command("build")
+def build(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the world into (created if missing; an earlier world there is replaced)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice; the same seed gives byte-identical files. Default: the config's seed."),
+    size: Optional[str] = typer.Option(None, "--size", help="small (20 entities, for tests) or default (96 entities, for the demo). Default: world.size of the config."),
+    config: Optional[Path] = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Generate a demo world: train/test/heldout Parquet files, pages.jsonl, thumbnails, world.json and local indexes."""
+    from mmsearch_r1.world.build import build_world
+    from mmsearch_r1.world.schema import load_world
+
+    cfg = load(config, set_)
+    started = time.perf_counter()
+    folder = build_world(out, seed=cfg.seed if seed is None else seed, size=size, cfg=cfg.world, progress=True)
+    world = load_world(folder)
+    groups = ", ".join(f"{g} {len(world.in_group(g))}" for g in sorted({e.group for e in world.entities}))
+    typer.echo(f"built a {world.size} world in {folder} ({len(world.entities)} entities: {groups}) in {time.perf_counter() - started:.1f} s")
+
+
+@world_app.command("check")
+def check(
+    world_dir: Path = typer.Argument(..., help="A world folder made by `mmsearch-r1 world build`."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N questions of each test split for image search."),
+) -> None:
+    """Measure the world's search: image recall@1/@5 on test and held-out images, and text-search fact-first rate."""
+    from mmsearch_r1.world.checks import image_recall, text_fact_rate
+
+    image = image_recall(world_dir, limit=limit)
+    text = text_fact_rate(world_dir)
+    typer.echo(f"image search on {image.questions} question images: recall@1 {image.recall_at_1:.1%}, recall@{image.k} {image.recall_at_k:.1%}")
+    typer.echo(f"text search on {text.queries} '<name> <attribute>' queries: fact sentence first {text.fact_first:.1%}, answer in top-1 summary {text.answer_in_top1:.1%}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the main app."""
+    app.add_typer(world_app, name="world")

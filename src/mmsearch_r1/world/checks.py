@@ -45,6 +45,7 @@ def image_recall(world_dir: str | Path, splits: tuple[str, ...] = ("test", "held
     from mmsearch_r1.tools.local_image import LocalImageSearch
 
     root = Path(world_dir)
+    load_world(root)  # a clear error when the folder holds no world
     search = LocalImageSearch(root / "image_index")
     samples = [s for split in splits for s in read_parquet(root / f"{split}.parquet")[:limit]]
     top1 = topk = 0
