@@ -1,1 +1,39 @@
-"""engines"""
+"""Generation engines: the ``Engine`` seam and its backends (Hugging Face, OpenAI-compatible HTTP, vLLM).
+
+``build_engine(engine_cfg, model_cfg)`` picks the backend from ``engine_cfg.type``. Backends import their
+heavy dependencies (torch, transformers, httpx, vllm) only when built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mmsearch_r1.engines.base import Engine
+    from mmsearch_r1.engines.config import EngineConfig
+    from mmsearch_r1.models.config import ModelConfig
+
+__all__ = ["build_engine"]
+
+
+def build_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> "Engine":
+    """The engine ``engine_cfg.type`` names, serving the model at ``model_cfg.path`` (hf, vllm) or a server (openai)."""
+    from mmsearch_r1.errors import ConfigError
+
+    if engine_cfg.type == "openai":
+        from mmsearch_r1.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(engine_cfg.openai)
+    if model_cfg.path is None:
+        raise ConfigError(f"the {engine_cfg.type} engine needs a model folder; set model.path (or pass --model DIR).")
+    if engine_cfg.type == "hf":
+        from mmsearch_r1.engines.hf import HFEngine
+        from mmsearch_r1.models import load_policy
+
+        policy = load_policy(model_cfg.path, device=engine_cfg.device, dtype=engine_cfg.dtype)
+        return HFEngine(policy, canonical_tokens=engine_cfg.canonical_tokens)
+    if engine_cfg.type == "vllm":
+        from mmsearch_r1.engines.vllm import VLLMEngine
+
+        return VLLMEngine(model_cfg.path, engine_cfg)
+    raise ConfigError(f"engine.type `{engine_cfg.type}` is unknown; use hf, vllm or openai.")
