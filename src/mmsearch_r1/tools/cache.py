@@ -89,32 +89,47 @@ def cache_key(backend_id: str, **arguments: object) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-# --- (de)serializing hits ------------------------------------------------------------------------
+# --- (de)serializing hits: rows of plain JSON types (the cache and the search service share them) -
+
+
+def text_hit_rows(hits: Sequence[TextHit]) -> list[dict]:
+    return [asdict(h) for h in hits]
+
+
+def text_hits_from_rows(rows: list[dict]) -> list[TextHit]:
+    return [TextHit(title=r["title"], url=r["url"], summary=r["summary"], score=float(r.get("score", 0.0))) for r in rows]
+
+
+def image_hit_rows(hits: Sequence[ImageHit]) -> list[dict]:
+    """Rows with the thumbnail as base64 PNG."""
+    from mmsearch_r1.tools.local_image import encode_png
+
+    return [{"thumbnail": base64.b64encode(encode_png(h.thumbnail)).decode(), "title": h.title, "url": h.url, "score": h.score} for h in hits]
+
+
+def image_hits_from_rows(rows: list[dict]) -> list[ImageHit]:
+    from mmsearch_r1.tools.local_image import decode_image
+
+    return [
+        ImageHit(thumbnail=decode_image(base64.b64decode(r["thumbnail"]), "a thumbnail"), title=r["title"], url=r["url"], score=float(r.get("score", 0.0)))
+        for r in rows
+    ]
 
 
 def encode_text_hits(hits: Sequence[TextHit]) -> bytes:
-    return json.dumps([asdict(h) for h in hits], ensure_ascii=False).encode()
+    return json.dumps(text_hit_rows(hits), ensure_ascii=False).encode()
 
 
 def decode_text_hits(data: bytes) -> list[TextHit]:
-    return [TextHit(**row) for row in json.loads(data)]
+    return text_hits_from_rows(json.loads(data))
 
 
 def encode_image_hits(hits: Sequence[ImageHit]) -> bytes:
-    from mmsearch_r1.tools.local_image import encode_png
-
-    rows = [{"thumbnail": base64.b64encode(encode_png(h.thumbnail)).decode(), "title": h.title, "url": h.url, "score": h.score} for h in hits]
-    return json.dumps(rows, ensure_ascii=False).encode()
+    return json.dumps(image_hit_rows(hits), ensure_ascii=False).encode()
 
 
 def decode_image_hits(data: bytes) -> list[ImageHit]:
-    from mmsearch_r1.tools.local_image import decode_image
-
-    hits = []
-    for row in json.loads(data):
-        thumbnail = decode_image(base64.b64decode(row["thumbnail"]), "a cached thumbnail")
-        hits.append(ImageHit(thumbnail=thumbnail, title=row["title"], url=row["url"], score=row["score"]))
-    return hits
+    return image_hits_from_rows(json.loads(data))
 
 
 # --- the store -----------------------------------------------------------------------------------
