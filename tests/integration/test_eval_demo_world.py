@@ -67,3 +67,69 @@ def test_three_workflows_on_the_demo_world_then_resume(world_and_policy, tmp_pat
     _eval(monkeypatch, *args)  # everything is done: nothing is generated again
     after = {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")}
     assert before == after
+
+
+class FakeVLMServer:
+    """An OpenAI-compatible chat server on 127.0.0.1 that plays a searcher: image search, text search, answer.
+
+    It records how many images each request carried.
+    """
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.images_per_request: list[int] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                parts = [p for m in body["messages"] if isinstance(m["content"], list) for p in m["content"]]
+                outer.images_per_request.append(sum(p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/") for p in parts))
+                last = body["messages"][-1]
+                text = last["content"] if isinstance(last["content"], str) else " ".join(p.get("text", "") for p in last["content"])
+                if "write a web search query" in text or "or search with <text_search>" in text:
+                    reply = "<reason>The pages name the guild.</reason><text_search>guild founding decade</text_search>"
+                elif "to find pages with similar images" in text:
+                    reply = "<reason>I do not know this emblem.</reason><search><img></search>"
+                else:
+                    reply = "<reason>The results say so.</reason><answer>twenties</answer>"
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_openai_compatible_model_in_all_three_workflows_with_one_command(world_and_policy, tmp_path, monkeypatch):
+    world, _ = world_and_policy
+    out = tmp_path / "openai"
+    with FakeVLMServer() as server:
+        _eval(monkeypatch, "--engine", "openai", "--base-url", server.url, "--model", "fake-vlm", "--data", world / "test.parquet",
+              "--limit", 4, "--out", out, "--set", "eval.bootstrap_samples=0")
+    results = json.loads((out / "results.json").read_text())["datasets"]["test"]
+    assert results["direct"]["search_ratio"] == 0.0 and results["direct"]["n"] == 4
+    assert results["rag"]["searches_per_question"] == 2.0 and results["rag"]["both_search_ratio"] == 1.0
+    assert results["on_demand"]["searches_per_question"] == 2.0 and results["on_demand"]["both_search_ratio"] == 1.0
+    assert results["on_demand"]["tool_failures"] == 0
+    # 4 direct + 8 rag + 12 on-demand requests; every one carried the question image, later ones the thumbnails too
+    assert len(server.images_per_request) == 24 and min(server.images_per_request) >= 1 and max(server.images_per_request) > 1
+    lines = _lines(out / "trajectories" / "test.on_demand.jsonl")
+    assert all(t["actions"] == ["image_search", "text_search", "answer"] and t["final_answer"] == "twenties" for t in lines)
