@@ -30,6 +30,17 @@ def test_names_are_unique_pronounceable_and_avoid_taken_words():
     assert names == entity_names(np.random.default_rng(0), 200, {"red", "fox"})
 
 
+def test_no_name_is_a_word_of_the_world_texts():
+    from mmsearch_r1.world.build import _vocabulary_words
+
+    words = _vocabulary_words()
+    assert {"vote", "guild", "city", "red"} <= words
+    for seed in range(3):
+        world = generate_world(seed=seed, size="default")
+        names = [e.name for e in world.entities] + [v[0] for v in world.attribute("home_city").values]
+        assert not {n.lower() for n in names} & words
+
+
 def test_groups_are_even_and_fix_search_need_and_category(world):
     counts = {g: len(world.in_group(g)) for g in GROUPS}
     assert counts == {g: 5 for g in GROUPS}

@@ -18,6 +18,7 @@ the same seed gives byte-identical files.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from mmsearch_r1.world.config import WorldConfig
 from mmsearch_r1.world.names import city_names, entity_names
 from mmsearch_r1.world.render import choose_signatures, render_entity
 from mmsearch_r1.world.schema import GROUPS, Attribute, Entity, Fact, QuestionTemplate, RenderSettings, World
-from mmsearch_r1.world.vocab import ATTRIBUTES
+from mmsearch_r1.world.vocab import ATTRIBUTES, CHRONICLE_INTRO, FILLER_SENTENCES, GUIDE_SENTENCES, NAME_SENTENCES
 
 # One random stream per purpose, so that changing one part of the world leaves the others as they were.
 STREAM_NAMES, STREAM_CITIES, STREAM_GROUPS, STREAM_FACTS, STREAM_SIGNATURES, STREAM_PAGES, STREAM_THUMBNAILS = range(1, 8)
@@ -49,6 +50,15 @@ def _resolve(size: str | None, cfg: WorldConfig | None) -> WorldConfig:
     if cfg.min_facts > cfg.max_facts:
         raise ConfigError(f"world.min_facts ({cfg.min_facts}) is above world.max_facts ({cfg.max_facts}); make min_facts <= max_facts.")
     return cfg
+
+
+def _vocabulary_words() -> set[str]:
+    """Every word the world's fixed texts use (lower case): no name may be one of them."""
+    texts = [w for spec in ATTRIBUTES for value in spec.values for w in value]
+    for spec in ATTRIBUTES:
+        texts += [spec.phrase, spec.fact_sentence, spec.name_question, *spec.train_templates, *spec.heldout_templates]
+    texts += [*FILLER_SENTENCES, *NAME_SENTENCES, *GUIDE_SENTENCES, CHRONICLE_INTRO, "guild profile chronicle guide"]
+    return {word.lower() for text in texts for word in re.findall(r"[A-Za-z]+", text)}
 
 
 def _attributes(seed: int, n_cities: int, taken: set[str]) -> list[Attribute]:
@@ -87,8 +97,7 @@ def generate_world(seed: int = 0, size: str | None = None, cfg: WorldConfig | No
     """
     cfg = _resolve(size, cfg)
     n = cfg.preset("entities")
-    taken = {word.lower() for spec in ATTRIBUTES for value in spec.values for word in value}
-    taken |= {word for spec in ATTRIBUTES for word in spec.phrase.split()}
+    taken = _vocabulary_words()
     attributes = _attributes(seed, cfg.preset("cities"), taken)
     names = entity_names(_rng(seed, STREAM_NAMES), n, taken)
     # Groups are dealt round-robin over a shuffled order: sizes differ by at most one.

@@ -39,7 +39,9 @@ MARKS = ("dot", "bar", "ring", "none")
 def choose_signatures(rng: np.random.Generator, count: int) -> list[Signature]:
     """``count`` signatures, each with a distinct ordered colour pair (unordered pairs are used up first).
 
-    At most 12 * 11 = 132 entities fit; shapes, patterns and marks are dealt from shuffled decks.
+    At most 12 * 11 = 132 entities fit; shapes, patterns and marks are dealt from shuffled decks. An entity
+    whose pair is the reverse of an earlier one gets another shape and a low-coverage pattern (``core`` or
+    ``dots``), so that its colour mix stays unlike its twin's (a half-and-half pattern would make them equal).
     """
     n_colours = len(PALETTE)
     if count > n_colours * (n_colours - 1):
@@ -52,8 +54,11 @@ def choose_signatures(rng: np.random.Generator, count: int) -> list[Signature]:
     signatures = []
     for i in range(count):
         fill, accent = pairs[i]
-        if i >= len(unordered) and shapes[i] == signatures[i - len(unordered)].shape:
-            shapes[i] = SHAPES[(SHAPES.index(shapes[i]) + 1) % len(SHAPES)]  # a reversed pair also changes shape
+        if i >= len(unordered):  # a reversed pair: change the shape, and cover little of the fill with the accent
+            twin = signatures[i - len(unordered)]
+            if shapes[i] == twin.shape:
+                shapes[i] = SHAPES[(SHAPES.index(shapes[i]) + 1) % len(SHAPES)]
+            patterns[i] = "dots" if twin.pattern == "core" else "core"
         colour = PALETTE[fill]
         signatures.append(Signature(shapes[i], colour, PALETTE[accent], patterns[i], marks[i], _contrast(colour)))
     return signatures
