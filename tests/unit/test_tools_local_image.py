@@ -87,9 +87,9 @@ def test_embeddings_are_unit_vectors_of_the_declared_size():
 
 def test_soft_histograms_split_mass_between_neighbours():
     # 4 bins with centres 0.125, 0.375, ...; value 0.25 sits halfway between bins 0 and 1.
-    hist = soft_histograms(np.array([[0.25, 0.125]]), np.array([[[1.0, 2.0]]]), 4, circular=True)
+    hist = soft_histograms(np.array([[0.25, 0.125]]), np.array([[1.0, 2.0]]), 4, circular=True)
     assert np.allclose(hist, [[[2.5, 0.5, 0.0, 0.0]]])
-    wrapped = soft_histograms(np.array([[0.0]]), np.array([[[1.0]]]), 4, circular=True)
+    wrapped = soft_histograms(np.array([[0.0]]), np.array([[1.0]]), 4, circular=True)
     assert np.allclose(wrapped, [[[0.5, 0.0, 0.0, 0.5]]])
 
 
@@ -133,3 +133,14 @@ def test_bad_inputs_raise_data_errors(tmp_path):
         LocalImageSearch(tmp_path)
     with pytest.raises(Exception, match="unknown image embedder"):
         embedder_from_spec({"type": "sift"})
+
+
+def test_hnsw_index_finds_what_the_exact_index_finds(tmp_path):
+    looks = [signature(i, False) for i in range(30)]
+    items = [(draw(look, seed=i), f"Entity {i}", f"http://w/{i}") for i, look in enumerate(looks)]
+    flat = LocalImageSearch(build_image_index(items, tmp_path / "flat", index_type="flat"))
+    hnsw = LocalImageSearch(build_image_index(items, tmp_path / "hnsw", index_type="hnsw"))
+    assert json.loads((tmp_path / "hnsw" / "index.json").read_text())["index_type"] == "IndexHNSWFlat"
+    for i in range(0, 30, 3):
+        query = draw(looks[i], seed=500 + i)
+        assert [h.url for h in hnsw.search(query, 3)] == [h.url for h in flat.search(query, 3)]

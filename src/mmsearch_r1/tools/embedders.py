@@ -76,12 +76,13 @@ def centre_window(side: int, sigma: float = 0.35) -> np.ndarray:
     return np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * sigma**2))
 
 
-def soft_histograms(values: np.ndarray, weights: np.ndarray, bins: int, circular: bool) -> np.ndarray:
-    """Linearly interpolated histograms of the same values under several weightings.
+def soft_histograms(values: np.ndarray, weights: np.ndarray, bins: int, circular: bool, groups: np.ndarray | None = None, n_groups: int = 1) -> np.ndarray:
+    """Linearly interpolated weighted histograms, one per image and group.
 
-    values: (n, p) in [0, 1); weights: (n, m, p); returns (n, m, bins). Each value splits its weight between
-    the two nearest bin centres in proportion to its distance; with ``circular`` the last bin wraps to the
-    first (for hue and orientation), otherwise the ends are clamped.
+    values, weights: (n, p); groups: ints in [0, n_groups), shaped (n, p) or (p,), or None for one group.
+    Returns (n, n_groups, bins). Each value splits its weight between the two nearest bin centres in
+    proportion to its distance; with ``circular`` the last bin wraps to the first (for hue and orientation),
+    otherwise the ends are clamped. Groups (e.g. the ring a pixel lies in) cost no extra pass over the pixels.
     """
     position = values * bins - 0.5
     low = np.floor(position).astype(np.int64)
@@ -91,12 +92,15 @@ def soft_histograms(values: np.ndarray, weights: np.ndarray, bins: int, circular
         low, high = low % bins, high % bins
     else:
         low, high = np.clip(low, 0, bins - 1), np.clip(high, 0, bins - 1)
-    n, m = weights.shape[0], weights.shape[1]
-    offset = (np.arange(n * m) * bins).reshape(n, m, 1)
-    size = n * m * bins
-    hist = np.bincount((low[:, None, :] + offset).ravel(), (weights * (1 - frac)[:, None, :]).ravel(), minlength=size)
-    hist += np.bincount((high[:, None, :] + offset).ravel(), (weights * frac[:, None, :]).ravel(), minlength=size)
-    return hist.reshape(n, m, bins)
+    n = values.shape[0]
+    base = (np.arange(n) * n_groups)[:, None]
+    if groups is not None:
+        base = base + groups
+    base = base * bins
+    size = n * n_groups * bins
+    hist = np.bincount((base + low).ravel(), (weights * (1 - frac)).ravel(), minlength=size)
+    hist += np.bincount((base + high).ravel(), (weights * frac).ravel(), minlength=size)
+    return hist.reshape(n, n_groups, bins)
 
 
 def hellinger(hist: np.ndarray) -> np.ndarray:
@@ -104,21 +108,24 @@ def hellinger(hist: np.ndarray) -> np.ndarray:
     return np.sqrt(hist / np.maximum(hist.sum(-1, keepdims=True), 1e-8))
 
 
-def colour_features(hsv: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """hsv: (n, s, s, 3) in [0, 1]; windows: (m, s, s) pixel weightings. Returns (n, m, HUE_BINS * VALUE_BINS + GREY_BINS).
+def colour_features(hsv: np.ndarray, window: np.ndarray, ring: np.ndarray, n_rings: int) -> np.ndarray:
+    """hsv: (n, s, s, 3) in [0, 1]; window: (s, s) weights; ring: (s, s) ring index of each pixel, -1 outside.
 
-    Per window: hue histograms of the chromatic pixels (dark and bright apart) and a brightness histogram
-    of the grey ones, Hellinger-mapped.
+    Returns (n, 1 + n_rings, HUE_BINS * VALUE_BINS + GREY_BINS): for the whole (windowed) picture and then
+    for each ring, hue histograms of the chromatic pixels (dark and bright apart) and a brightness
+    histogram of the grey ones, Hellinger-mapped.
     """
-    n, m = hsv.shape[0], windows.shape[0]
-    hue, sat, val = (hsv[..., c].reshape(n, 1, -1) for c in range(3))
-    w = windows.reshape(1, m, -1)
+    n = hsv.shape[0]
+    hue, sat, val = (hsv[..., c].reshape(n, -1) for c in range(3))
     chroma = np.clip((sat - 0.12) / 0.3, 0, 1) * np.clip(val / 0.25, 0, 1)
-    bright = (val >= 0.55).astype(np.float32)
-    hue_weights = np.concatenate([w * chroma * (1 - bright), w * chroma * bright], axis=1)
-    hue_hist = soft_histograms(hue[:, 0], hue_weights, HUE_BINS, True)
-    grey_hist = soft_histograms(np.clip(val[:, 0], 0, 0.999), w * (1 - chroma), GREY_BINS, False)
-    hist = np.concatenate([hue_hist[:, :m], hue_hist[:, m:], grey_hist], axis=2)
+    bright = (val >= 0.55).astype(np.int64)
+    val = np.clip(val, 0, 0.999)
+    w, inside, ring_id = window.reshape(1, -1), (ring >= 0).reshape(1, -1), np.maximum(ring, 0).reshape(1, -1)
+    whole_hue = soft_histograms(hue, w * chroma, HUE_BINS, True, bright, 2).reshape(n, 1, 2 * HUE_BINS)
+    whole_grey = soft_histograms(val, w * (1 - chroma), GREY_BINS, False)
+    ring_hue = soft_histograms(hue, inside * chroma, HUE_BINS, True, ring_id * 2 + bright, 2 * n_rings).reshape(n, n_rings, 2 * HUE_BINS)
+    ring_grey = soft_histograms(val, inside * (1 - chroma), GREY_BINS, False, ring_id, n_rings)
+    hist = np.concatenate([np.concatenate([whole_hue, whole_grey], 2), np.concatenate([ring_hue, ring_grey], 2)], axis=1)
     return hellinger(hist)
 
 
@@ -136,27 +143,31 @@ def orientation_features(grey: np.ndarray) -> np.ndarray:
     for level in (grey, 0.25 * (grey[:, ::2, ::2] + grey[:, 1::2, ::2] + grey[:, ::2, 1::2] + grey[:, 1::2, 1::2])):
         gx, gy = gradients(level)
         angle = np.clip((np.arctan2(gy, gx) % np.pi) / np.pi, 0, 0.999999).reshape(n, -1)
-        weights = (np.sqrt(np.sqrt(gx**2 + gy**2)) * centre_window(level.shape[1])).reshape(n, 1, -1)
+        weights = (np.sqrt(np.sqrt(gx**2 + gy**2)) * centre_window(level.shape[1])).reshape(n, -1)
         out.append(hellinger(soft_histograms(angle, weights, ORIENTATION_BINS, True))[:, 0])
     return np.concatenate(out, axis=1)
 
 
-def ring_masks(side: int, edges: Sequence[float] = RING_EDGES) -> np.ndarray:
-    """(rings, side, side) 0/1 masks of the concentric rings between consecutive ``edges`` (radii in units of the side)."""
+def ring_index(side: int, edges: Sequence[float] = RING_EDGES) -> np.ndarray:
+    """(side, side) ints: the concentric ring (between consecutive ``edges``, radii in units of the side) of each pixel, -1 outside all."""
     axis = (np.arange(side) + 0.5) / side - 0.5
     radius = np.sqrt(axis[:, None] ** 2 + axis[None, :] ** 2)
-    return np.stack([((radius >= a) & (radius < b)).astype(np.float32) for a, b in zip(edges[:-1], edges[1:])])
+    ring = np.full((side, side), -1, dtype=np.int64)
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        ring[(radius >= a) & (radius < b)] = i
+    return ring
 
 
-def radial_orientation_features(grey: np.ndarray, rings: np.ndarray) -> np.ndarray:
-    """grey: (n, s, s); rings: (r, s, s). Per ring, a histogram of gradient direction minus polar angle (mod pi): (n, r * RADIAL_BINS)."""
+def radial_orientation_features(grey: np.ndarray, ring: np.ndarray, n_rings: int) -> np.ndarray:
+    """grey: (n, s, s); ring: (s, s) ring index, -1 outside. Per ring, a histogram of gradient direction minus
+    polar angle (mod pi), normalised together: (n, n_rings * RADIAL_BINS)."""
     n, side = grey.shape[0], grey.shape[1]
     gx, gy = gradients(grey)
     axis = (np.arange(side) + 0.5) / side - 0.5
     polar = np.arctan2(np.repeat(axis[:, None], side, 1), np.repeat(axis[None, :], side, 0))
     relative = np.clip(((np.arctan2(gy, gx) - polar) % np.pi) / np.pi, 0, 0.999999).reshape(n, -1)
-    strength = np.sqrt(np.sqrt(gx**2 + gy**2)).reshape(n, 1, -1)
-    hist = soft_histograms(relative, strength * rings.reshape(1, rings.shape[0], -1), RADIAL_BINS, True)
+    strength = np.sqrt(np.sqrt(gx**2 + gy**2)).reshape(n, -1) * (ring >= 0).reshape(1, -1)
+    hist = soft_histograms(relative, strength, RADIAL_BINS, True, np.maximum(ring, 0).reshape(-1), n_rings)
     return hellinger(hist.reshape(n, -1))
 
 
@@ -180,8 +191,9 @@ class HandcraftedEmbedder(Embedder):
     dim = (HUE_BINS * VALUE_BINS + GREY_BINS) * len(RING_EDGES) + 2 * ORIENTATION_BINS + LAYOUT_SIDE**2 * 3 + (len(RING_EDGES) - 1) * RADIAL_BINS
 
     def __init__(self) -> None:
-        self._rings = ring_masks(SIDE)
-        self._windows = np.concatenate([centre_window(SIDE)[None], self._rings]).astype(np.float32)
+        self._window = centre_window(SIDE)
+        self._ring = ring_index(SIDE)
+        self._n_rings = len(RING_EDGES) - 1
 
     def _arrays(self, images: Sequence["Image.Image"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from PIL import Image
@@ -204,13 +216,13 @@ class HandcraftedEmbedder(Embedder):
     def _embed_chunk(self, images: Sequence["Image.Image"]) -> np.ndarray:
         rgb, hsv, small = self._arrays(images)
         grey = rgb @ np.array([0.299, 0.587, 0.114])
-        colour = colour_features(hsv, self._windows)  # window 0: whole picture; then the rings
+        colour = colour_features(hsv, self._window, self._ring, self._n_rings)  # whole picture, then each ring
         blocks = [
             colour[:, 0],
             orientation_features(grey),
             layout_features(small),
             colour[:, 1:].reshape(len(images), -1),
-            radial_orientation_features(grey, self._rings),
+            radial_orientation_features(grey, self._ring, self._n_rings),
         ]
         return combine_blocks(blocks, BLOCK_WEIGHTS)
 
