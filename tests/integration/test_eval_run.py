@@ -132,3 +132,9 @@ def test_parse_workflows_rejects_unknown_names():
     assert parse_workflows("on-demand,direct") == ["on_demand", "direct"]
     with pytest.raises(Exception, match="workflow `search_always` is unknown"):
         parse_workflows("search-always")
+
+
+def test_limit_cuts_each_dataset(tmp_path):
+    result = _run(tmp_path, ScriptedEngine(_reply), match="em", workflows=["direct"], limit=4)
+    assert result.ran == 4 and result.table["demo"]["direct"].n == 4
+    assert result.table["demo"]["direct"].accuracy == pytest.approx(2 / 4)  # s1, s2 right; s0, s3 gold "other"

@@ -109,6 +109,11 @@ def unique_samples(samples: Sequence["VQASample"], name: str) -> list["VQASample
     return list(seen.values())
 
 
+def limited(data: Sequence[EvalData], limit: int | None) -> list[EvalData]:
+    """Each data set cut to its first ``limit`` samples (``eval.limit``; None keeps all)."""
+    return [EvalData(d.name, d.samples[:limit] if limit is not None else list(d.samples)) for d in data]
+
+
 def trajectory_file(out_dir: Path, dataset: str, workflow: str) -> Path:
     return Path(out_dir) / "trajectories" / f"{dataset}.{workflow}.jsonl"
 
@@ -248,6 +253,7 @@ def report(
 
     out_dir = Path(out_dir)
     reward_cfg = reward_cfg or RewardConfig()
+    data = limited(data, eval_cfg.limit)
     outcomes, entries, counts = [], [], {}
     for d in data:
         for wf in workflows:
@@ -296,6 +302,7 @@ def evaluate(
     The same engine and tools serve all workflows; decoding is greedy unless ``eval_cfg.greedy`` is false.
     """
     out_dir = Path(out_dir)
+    data = limited(data, eval_cfg.limit)
     workflows = parse_workflows(eval_cfg.workflows)
     if eval_cfg.greedy:
         sampling = sampling.model_copy(update={"temperature": 0.0})
