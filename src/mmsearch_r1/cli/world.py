@@ -47,6 +47,32 @@ def check(
     typer.echo(f"text search on {text.queries} '<name> <attribute>' queries: fact sentence first {text.fact_first:.1%}, answer in top-1 summary {text.answer_in_top1:.1%}")
 
 
+def pretrain(
+    world: Path = typer.Option(..., "--world", "-w", help="A world folder made by `mmsearch-r1 world build`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the pretrained policy (Hugging Face layout), its report and checkpoint."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the model init, demonstrations and batches. Default: the config's seed."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Evaluate the pretrained model and write pretrain_report.json/.md."),
+    config: Optional[Path] = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Pretrain the tiny policy on a world: partial knowledge by group, and the protocol from scripted demonstrations.
+
+    Model sizes come from the `model` config section and training from `pretrain` (see `mmsearch-r1 config docs`).
+    Running it again with the same --out resumes from the last checkpoint. The result loads with `load_policy(OUT)`.
+    """
+    from mmsearch_r1.models.pretrain import pretrain as run_pretrain
+
+    cfg = load(config, set_)
+    if seed is not None:
+        cfg.seed = seed
+    started = time.perf_counter()
+    folder = run_pretrain(cfg, world, out, progress=True, report=report)
+    typer.echo(f"pretrained policy in {folder} ({time.perf_counter() - started:.1f} s)")
+    if report:
+        typer.echo((folder / "pretrain_report.md").read_text())
+
+
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the main app."""
     app.add_typer(world_app, name="world")
+    app.command("pretrain")(pretrain)

@@ -1,0 +1,289 @@
+"""Scripted demonstrations for pretraining: the protocol, with real tool results, and deliberately uncalibrated search.
+
+Each demonstration is one episode written by a script instead of a model. Its sequence of actions is drawn at
+random, independently of what the question needs (answer at once with ``direct_prob``; otherwise image search
+first with ``image_first_prob`` else text search; after an image search, a text search with
+``follow_up_prob``): learning *when* to search is left to reinforcement learning. The search results are
+real: the episodes run through ``rollout`` (with a ``ScriptedEngine`` in place of a model) on the world's
+local image and text indexes, so their contexts are exactly those a model meets, in each workflow
+(``on_demand``; and, for a share of them, ``direct`` and ``rag``, the evaluation's other two workflows).
+
+Every demonstration still answers correctly, reading what it writes from its knowledge or from the results:
+the entity's name from the top image-search title, the fact from the text-search summaries. A piece of text
+that the pretrained model cannot know at that point (a name it cannot recognise and has not read, a fact
+it does not know and has not read) is kept in the context but left out of the loss, so the demonstrations
+teach the protocol and the reading of results without teaching knowledge the knowledge groups withhold.
+
+Reasoning is kept short so that generation stays fast; the name is written in the reasoning, so that a
+direct answer is two easy steps (recognise the emblem, then recall the fact by name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mmsearch_r1.errors import DataError
+from mmsearch_r1.protocol import IMAGE_SEARCH_CALL, Templates
+from mmsearch_r1.reward import normalize_answer
+from mmsearch_r1.tools.base import ImageSearch, TextSearch
+from mmsearch_r1.trajectory import ImageRef, Message
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from mmsearch_r1.config import ProtocolConfig
+    from mmsearch_r1.data import VQASample
+    from mmsearch_r1.tools.base import ImageHit, TextHit, Toolbox
+    from mmsearch_r1.world.schema import Entity, World
+
+LOOK_UP = "<reason>Let me find pages with similar images.</reason>" + IMAGE_SEARCH_CALL
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of an assistant turn; ``trained`` says whether it counts in the loss."""
+
+    text: str
+    trained: bool = True
+
+
+@dataclass
+class Demonstration:
+    """One scripted episode: messages as the model sees them, images in context order, trained pieces per turn."""
+
+    sample_id: str
+    group: str
+    messages: list[Message]
+    images: list["Image.Image"]
+    turns: list[list[Piece]] = field(default_factory=list)  # one entry per assistant message, in order
+    actions: list[str] = field(default_factory=list)
+    train_end_of_turn: bool = True  # whether each assistant turn's <|im_end|> counts in the loss
+
+    def add_turn(self, pieces: list[Piece], action: str) -> None:
+        self.messages.append(Message("assistant", ["".join(p.text for p in pieces)]))
+        self.turns.append(pieces)
+        self.actions.append(action)
+
+
+@dataclass(frozen=True)
+class DemoPolicy:
+    """The random action choices of the scripted demonstrations (see the module docstring)."""
+
+    direct_prob: float = 0.3
+    image_first_prob: float = 0.5
+    follow_up_prob: float = 0.5
+
+
+def draw_actions(rng: "np.random.Generator", choice: DemoPolicy, protocol: "ProtocolConfig | None" = None) -> tuple[str, ...]:
+    """A sequence of actions drawn independently of need; a draw the protocol's limits forbid becomes a direct answer.
+
+    >>> import numpy as np
+    >>> draw_actions(np.random.default_rng(0), DemoPolicy(direct_prob=1.0))
+    ('answer',)
+    """
+    if rng.random() < choice.direct_prob:
+        return ("answer",)
+    if rng.random() < choice.image_first_prob:
+        actions = ("image_search", "text_search", "answer") if rng.random() < choice.follow_up_prob else ("image_search", "answer")
+    else:
+        actions = ("text_search", "answer")
+    return actions if protocol is None or allowed(actions, protocol) else ("answer",)
+
+
+def sample_entity(sample, world: "World") -> tuple["Entity", str]:
+    """The entity and attribute a world question is about (from the sample's ``extra``)."""
+    try:
+        return world.entity(sample.extra["entity"]), sample.extra["attribute"]
+    except KeyError:
+        raise DataError(f"sample {sample.id} names no entity/attribute of this world in its extra_info; pretrain on the world's own train.parquet.") from None
+
+
+def name_in(title: str, name: str) -> bool:
+    """Whether ``title`` names the entity (a whole word, any case)."""
+    return name.lower() in normalize_answer(title).split()
+
+
+def fact_in(summary: str, answers: list[str]) -> bool:
+    """Whether ``summary`` states one of the gold answers (as a whole word or phrase).
+
+    >>> fact_in("Its flag colour is red. Tavorin is old.", ["red", "crimson"]), fact_in("Its flag is bored.", ["red"])
+    (True, False)
+    """
+    golds = [normalize_answer(a) for a in answers]
+    return any(f" {g} " in f" {normalize_answer(summary)} " for g in golds if g)
+
+
+# --- the turns, as pieces --------------------------------------------------------------------------
+
+
+def naming_turn(opening: str, name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
+    """``<reason>{opening} {name}.</reason>`` then an answer (``fact``) or a text query (``name phrase``)."""
+    head = [Piece(f"<reason>{opening} "), Piece(name, knows_name), Piece(".</reason>")]
+    if action == "answer":
+        return head + [Piece("<answer>"), Piece(fact, knows_name and knows_fact), Piece("</answer>")]
+    return head + [Piece("<text_search>"), Piece(name, knows_name), Piece(f" {phrase}</text_search>")]
+
+
+def reading_turn(fact: str, phrase: str, fact_read: bool) -> list[Piece]:
+    """The answer after text results: the fact copied from the summaries."""
+    return [Piece(f"<reason>The results give the {phrase}.</reason><answer>"), Piece(fact, fact_read), Piece("</answer>")]
+
+
+# --- demonstrations through the rollout ------------------------------------------------------------
+
+
+class MemoImageSearch(ImageSearch):
+    """An image search that runs once per image object and then repeats its results (pretraining only)."""
+
+    def __init__(self, inner: ImageSearch):
+        self.inner, self._memo = inner, {}
+
+    def search(self, image: "Image.Image", k: int = 5) -> list["ImageHit"]:
+        key = (id(image), k)
+        if key not in self._memo:
+            self._memo[key] = (image, self.inner.search(image, k))  # keeping the image keeps its id unique
+        return self._memo[key][1]
+
+
+class MemoTextSearch(TextSearch):
+    """A text search that runs once per query and then repeats its results (pretraining only)."""
+
+    def __init__(self, inner: TextSearch):
+        self.inner, self._memo = inner, {}
+
+    def search(self, query: str, k: int = 5) -> list["TextHit"]:
+        if (query, k) not in self._memo:
+            self._memo[(query, k)] = self.inner.search(query, k)
+        return self._memo[(query, k)]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What one demonstration is about and the actions its assistant turns take."""
+
+    sample: "VQASample"
+    entity: "Entity"
+    attribute: str
+    actions: tuple[str, ...]
+
+
+WORKFLOW_ACTIONS = {"direct": ("answer",), "rag": ("text_search", "answer")}  # the model's turns; rag's image search is the environment's
+
+
+def top_image_title(messages: list[Message]) -> str | None:
+    """The title next to the first thumbnail (context image 1) in the messages, if image results are there."""
+    for message in messages:
+        parts = message.content
+        for i, part in enumerate(parts):
+            if isinstance(part, ImageRef) and part.index == 1 and i + 1 < len(parts) and isinstance(parts[i + 1], str):
+                return parts[i + 1].split("\n")[0]
+    return None
+
+
+def top_text_summary(messages: list[Message]) -> str | None:
+    """The first summary of the latest text results (the line after the first numbered item), if any."""
+    for message in reversed(messages):
+        text = message.text
+        if message.role == "user" and "<information>\n1. " in text and not any(isinstance(p, ImageRef) for p in message.content):
+            lines = text.split("<information>\n", 1)[1].split("\n")
+            return lines[1] if len(lines) > 1 else ""
+    return None
+
+
+class DemoScript:
+    """The scripted policy behind the demonstrations: ``reply`` writes each turn, keeping its trained pieces.
+
+    Run it with ``rollout`` and a ``ScriptedEngine(script.reply)``: the episodes then have exactly the
+    contexts, feedback turns and tool results a model gets in that workflow. ``reply`` reads the name from
+    the top image-search title and the fact from the top text-search summary present in the context.
+    """
+
+    def __init__(self, world: "World", plans: list[Planned]):
+        self.world = world
+        self.plans = {id(p.sample.image): p for p in plans}
+        if len(self.plans) != len(plans):
+            raise ValueError("each sample may appear once per scripted rollout")
+        self.pieces: dict[tuple[int, int], list[Piece]] = {}
+
+    def reply(self, context) -> str:
+        plan = self.plans[id(context.images[0])]
+        turn = sum(m.role == "assistant" for m in context.messages)
+        action = plan.actions[turn]
+        entity, fact = plan.entity, plan.sample.answers[0]
+        phrase = self.world.attribute(plan.attribute).phrase
+        title, summary = top_image_title(context.messages), top_text_summary(context.messages)
+        knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
+        opening = "This is" if title is None else "The results show"
+        if action == "image_search":
+            pieces = [Piece(LOOK_UP)]
+        elif action == "answer" and summary is not None:
+            pieces = reading_turn(fact, phrase, fact_in(summary, plan.sample.answers))
+        else:
+            pieces = naming_turn(opening, entity.name, knows_name, action, fact=fact, phrase=phrase, knows_fact=entity.facts_known)
+        self.pieces[(id(context.images[0]), turn)] = pieces
+        return "".join(p.text for p in pieces)
+
+    def demonstration(self, trajectory) -> Demonstration:
+        """The demonstration a finished scripted episode is; raises if it did not go as planned."""
+        plan = self.plans[id(trajectory.images[0])]
+        if tuple(trajectory.actions) != plan.actions or trajectory.end_reason != "answer":
+            raise ValueError(f"scripted episode {trajectory.sample_id} took {trajectory.actions} ({trajectory.end_reason}), not {plan.actions}")
+        turns = [self.pieces[(id(trajectory.images[0]), t)] for t in range(len(plan.actions))]
+        group = plan.entity.group
+        return Demonstration(trajectory.sample_id, group, trajectory.messages, trajectory.images, turns, list(plan.actions))
+
+
+def scripted_demonstrations(world: "World", plans: list[Planned], toolbox: "Toolbox", protocol: "ProtocolConfig", workflow: str, templates: Templates) -> list[Demonstration]:
+    """Run the planned episodes of one workflow through ``rollout`` with the scripted policy."""
+    from mmsearch_r1.engines.config import SamplingConfig
+    from mmsearch_r1.engines.scripted import ScriptedEngine
+    from mmsearch_r1.rollout import rollout
+
+    script = DemoScript(world, plans)
+    trajectories = rollout([p.sample for p in plans], ScriptedEngine(script.reply), toolbox, protocol=protocol,
+                           sampling=SamplingConfig(), workflow=workflow, templates=templates)
+    return [script.demonstration(t) for t in trajectories]
+
+
+@dataclass(frozen=True)
+class Drill:
+    """One knowledge question of a drill: an image question (sight) or a question naming the entity (facts)."""
+
+    entity: "Entity"
+    attribute: str
+    question: str
+    image: "Image.Image | None" = None
+
+
+def drill_demo(drill_id: str, drills: list[Drill]) -> Demonstration:
+    """Many short knowledge questions packed into one chat, answered directly; only knowledge is trained.
+
+    The trained pieces are the entity's name (when the question shows its image, for a sight-group entity)
+    and the fact (for a fact-group entity whose name the model knows at that point). The protocol pieces
+    around them, and the end-of-turn tokens, are left out of the loss, so drills teach what the model
+    knows without teaching it to answer rather than search.
+    """
+    demo = Demonstration(drill_id, "drill", [], [], train_end_of_turn=False)
+    for drill in drills:
+        content: list = [ImageRef(len(demo.images)), drill.question] if drill.image is not None else [drill.question]
+        demo.messages.append(Message("user", content))
+        if drill.image is not None:
+            demo.images.append(drill.image)
+        entity = drill.entity
+        knows_name = drill.image is None or entity.known_by_sight
+        fact = entity.fact(drill.attribute).answer
+        pieces = [Piece("<reason>This is ", False), Piece(entity.name, knows_name), Piece(".</reason><answer>", False),
+                  Piece(fact, knows_name and entity.facts_known), Piece("</answer>", False)]
+        demo.add_turn(pieces, "answer")
+    return demo
+
+
+def allowed(actions: tuple[str, ...], protocol: "ProtocolConfig") -> bool:
+    """Whether an action sequence fits the protocol's limits."""
+    return (
+        len(actions) <= protocol.max_turns
+        and actions.count("image_search") <= protocol.max_image_searches
+        and actions.count("text_search") <= protocol.max_text_searches
+    )

@@ -1,0 +1,430 @@
+"""Supervised pretraining of the tiny policy on a demo world: partial knowledge by group, and the protocol.
+
+What the model learns, by knowledge group (``world.schema.GROUPS``):
+
+- sight groups (``sight_facts``, ``sight_only``): to name the entity from its emblem (the name is written in
+  the reasoning of direct answers and of text queries it writes itself);
+- fact groups (``sight_facts``, ``facts_only``): the facts, given the entity's name (after a name it wrote
+  or read, and from questions that name the entity);
+- every group: the protocol, through scripted demonstrations with real results from the world's indexes
+  (``demos.py``), whose search decisions are drawn at random, independently of need.
+
+Choices worth knowing:
+
+- Loss only on assistant tokens, and only on the pieces the model can know at that point (``demos.py``).
+- Knowledge is mostly taught by *drills*: many short questions packed into one chat and answered directly,
+  where only the name (sight) and the fact (facts) count in the loss, never the choice to answer; they cost
+  a tenth of the tokens of a protocol demonstration per question. Each epoch draws fresh renderings of the
+  sight-group entities (``sight_drills``) and asks each fact-group fact by name (``fact_drills``).
+- Each epoch makes protocol demonstrations from a share of the training questions (``protocol_fraction``),
+  with freshly drawn action sequences.
+- Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
+  cosine decay. The whole schedule is planned from the seed before training, so a resumed run takes exactly
+  the batches the uninterrupted run would have taken.
+- The output folder is the policy itself in Hugging Face layout (``load_policy(out_dir)``), with
+  ``pretrain_report.json`` / ``.md`` and the resumable ``checkpoint/`` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmsearch_r1.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from mmsearch_r1.models.demos import Demonstration
+    from mmsearch_r1.tools.base import Toolbox
+    from mmsearch_r1.models.encode import Encoded, PixelCache
+    from mmsearch_r1.models.policy import Policy
+    from mmsearch_r1.world.schema import World
+
+CHECKPOINT = "checkpoint"
+STATE_FILE = "state.pt"
+STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES = 101, 102, 103
+
+
+# --- the world's text, tools and questions -----------------------------------------------------------
+
+
+def world_texts(world: "World", world_dir: Path) -> list[str]:
+    """Text the tokenizer is trained on: pages, titles, training question templates, name questions, answers."""
+    texts = []
+    with (world_dir / "pages.jsonl").open() as handle:
+        for line in handle:
+            page = json.loads(line)
+            texts += [page["title"], page["text"]]
+    texts += [t.text for t in world.templates if t.split == "train"]
+    for entity in world.entities:
+        texts += [world.name_question(entity, f.attribute) + " " + " ".join(f.answers) for f in entity.facts]
+        texts.append(" ".join(world.text_query(entity, f.attribute) for f in entity.facts))
+    return texts
+
+
+def world_toolbox(world_dir: Path) -> "Toolbox":
+    """The world's local image and text indexes, each behind a memo (a search runs once per pretraining)."""
+    from mmsearch_r1.models.demos import MemoImageSearch, MemoTextSearch
+    from mmsearch_r1.tools.base import Toolbox
+    from mmsearch_r1.tools.local_image import LocalImageSearch
+    from mmsearch_r1.tools.local_text import LocalTextSearch
+
+    for name in ("image_index", "text_index"):
+        if not (world_dir / name).is_dir():
+            raise DataError(f"{world_dir} has no {name}/; rebuild the world with indexes (`mmsearch-r1 world build --out {world_dir}`).")
+    return Toolbox(image=MemoImageSearch(LocalImageSearch(world_dir / "image_index")), text=MemoTextSearch(LocalTextSearch(world_dir / "text_index")))
+
+
+def read_split(world_dir: Path, split: str) -> list:
+    from mmsearch_r1.data import read_parquet
+
+    path = world_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise DataError(f"{world_dir} has no {split}.parquet; build a world there with `mmsearch-r1 world build --out {world_dir}`.")
+    return read_parquet(path)
+
+
+# --- planning the demonstrations and batches of every epoch ------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Every optimizer step's batch, in order, and what the demonstrations were."""
+
+    batches: list[list["Encoded"]]
+    demos_per_epoch: list[int]
+    tokens: int
+    trained_tokens: int
+    action_counts: dict[str, int]
+
+
+class DemoSource:
+    """Makes the encoded demonstrations of one epoch (cached where an epoch repeats an earlier one)."""
+
+    def __init__(self, cfg: Any, world: "World", samples: list, toolbox: "Toolbox", policy: "Policy"):
+        from mmsearch_r1.models.demos import DemoPolicy
+        from mmsearch_r1.models.encode import PixelCache
+        from mmsearch_r1.protocol import Templates
+
+        self.cfg, self.world, self.samples, self.toolbox, self.policy = cfg, world, samples, toolbox, policy
+        self.templates = Templates.load(cfg.protocol.template_dir)
+        p = cfg.pretrain
+        self.choice = DemoPolicy(p.direct_prob, p.image_first_prob, p.follow_up_prob)
+        self.pixels: PixelCache = PixelCache(policy.image_processor)
+        self._cache: dict[tuple, Encoded] = {}
+
+    def _encode(self, key: tuple | None, make) -> "Encoded":
+        from mmsearch_r1.models.encode import encode_demonstration
+
+        if key is not None and key in self._cache:
+            return self._cache[key]
+        encoded = encode_demonstration(make(), self.policy, self.pixels)
+        if key is not None:
+            self._cache[key] = encoded
+        return encoded
+
+    def epoch(self, e: int, counts: dict[str, int]) -> list["Encoded"]:
+        """Protocol demonstrations on a share of the questions, then the knowledge drills, of epoch ``e``."""
+        import numpy as np
+
+        from mmsearch_r1.models.demos import WORKFLOW_ACTIONS, Planned, draw_actions, sample_entity, scripted_demonstrations
+
+        p, world = self.cfg.pretrain, self.world
+        rng = np.random.default_rng([self.cfg.seed, STREAM_ACTIONS, e])
+        count = round(p.protocol_fraction * len(self.samples))
+        rounds = [rng.permutation(len(self.samples)) for _ in range(math.ceil(p.protocol_fraction))]
+        by_round: dict[tuple[int, str], list[Planned]] = {}
+        for k, i in enumerate(int(i) for i in np.concatenate(rounds)[:count]):
+            sample = self.samples[i]
+            entity, attribute = sample_entity(sample, world)
+            u = rng.random()
+            workflow = "direct" if u < p.direct_share else "rag" if u < p.direct_share + p.rag_share else "on_demand"
+            actions = WORKFLOW_ACTIONS.get(workflow) or draw_actions(rng, self.choice, self.cfg.protocol)
+            label = f"{workflow}:{'+'.join(actions)}"
+            counts[label] = counts.get(label, 0) + 1
+            by_round.setdefault((k // len(self.samples), workflow), []).append(Planned(sample, entity, attribute, actions))
+        out = []
+        for (_, workflow), plans in sorted(by_round.items()):
+            for demo in scripted_demonstrations(world, plans, self.toolbox, self.cfg.protocol, workflow, self.templates):
+                out.append(self._encode(None, lambda: demo))
+        return out + self.drills(e)
+
+    def drills(self, e: int) -> list["Encoded"]:
+        """Knowledge drills: fresh renderings of sight-group entities, fact-group facts asked by name."""
+        import numpy as np
+
+        from mmsearch_r1.models.demos import Drill, drill_demo
+        from mmsearch_r1.world.render import render_entity
+
+        p, world = self.cfg.pretrain, self.world
+        rng = np.random.default_rng([self.cfg.seed, STREAM_RENDER, e])
+        drills = []
+        for entity in world.entities:
+            for _ in range(p.sight_drills if entity.known_by_sight else 0):
+                fact = entity.facts[int(rng.integers(len(entity.facts)))]
+                templates = world.templates_for(fact.attribute, "train")
+                question = templates[int(rng.integers(len(templates)))].text
+                drills.append(Drill(entity, fact.attribute, question, render_entity(world, entity, rng)))
+            for fact in entity.facts if entity.facts_known else ():
+                drills += [Drill(entity, fact.attribute, world.name_question(entity, fact.attribute))] * p.fact_drills
+        order = [drills[i] for i in rng.permutation(len(drills))]
+        chats = [order[i:i + p.drill_size] for i in range(0, len(order), p.drill_size)]
+        return [self._encode(None, lambda: drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)]
+
+
+def batch_up(items: list["Encoded"], batch_tokens: int, rng: "np.random.Generator", window: int = 256) -> list[list["Encoded"]]:
+    """Shuffle, sort by length inside windows, cut into batches of at most ``batch_tokens`` padded tokens, shuffle.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace as S
+    >>> items = [S(token_ids=[0] * n) for n in (3, 5, 4, 9, 2)]
+    >>> batches = batch_up(items, 10, np.random.default_rng(0))
+    >>> sorted(len(b) for b in batches), all(len(b) * max(len(x.token_ids) for x in b) <= 10 for b in batches)
+    ([1, 2, 2], True)
+    """
+    order = [items[i] for i in rng.permutation(len(items))]
+    batches: list[list] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda x: len(x.token_ids))
+        current: list = []
+        for item in chunk:
+            longest = max([len(item.token_ids)] + [len(x.token_ids) for x in current])
+            if current and longest * (len(current) + 1) > batch_tokens:
+                batches.append(current)
+                current = []
+            current.append(item)
+        if current:
+            batches.append(current)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def plan(cfg: Any, source: DemoSource, progress: bool = False) -> Plan:
+    """The batches of every epoch (a fractional last epoch keeps the first part of its batches)."""
+    import numpy as np
+
+    p = cfg.pretrain
+    batches: list[list] = []
+    per_epoch, counts = [], {}
+    epochs = math.ceil(p.epochs)
+    for e in _progress(range(epochs), progress, "demonstrations", epochs):
+        items = source.epoch(e, counts)
+        per_epoch.append(len(items))
+        epoch_batches = batch_up(items, p.batch_tokens, np.random.default_rng([cfg.seed, STREAM_BATCHES, e]))
+        keep = len(epoch_batches) if e + 1 <= p.epochs else max(1, round(len(epoch_batches) * (p.epochs - e)))
+        batches += epoch_batches[:keep]
+    tokens = sum(len(x.token_ids) for b in batches for x in b)
+    trained = sum(sum(x.loss_mask) for b in batches for x in b)
+    return Plan(batches, per_epoch, tokens, trained, counts)
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+def collate(batch: list["Encoded"], pad_id: int) -> dict:
+    """Right-padded tensors: input ids, attention mask, loss mask, and the images in order."""
+    import torch
+
+    length = max(len(x.token_ids) for x in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), length), dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.float32)
+    for row, x in enumerate(batch):
+        n = len(x.token_ids)
+        ids[row, :n] = torch.tensor(x.token_ids)
+        attention[row, :n] = 1
+        mask[row, :n] = torch.tensor(x.loss_mask, dtype=torch.float32)
+    inputs = {"input_ids": ids, "attention_mask": attention}
+    pixels = [p for x in batch for p in x.pixel_values]
+    if pixels:
+        inputs["pixel_values"] = torch.cat(pixels)
+        inputs["image_grid_thw"] = torch.stack([g for x in batch for g in x.image_grid_thw])
+    return {"inputs": inputs, "loss_mask": mask}
+
+
+def masked_lm_loss(logits: "torch.Tensor", input_ids: "torch.Tensor", loss_mask: "torch.Tensor") -> "torch.Tensor":
+    """Mean next-token cross-entropy over tokens with mask 1.
+
+    Shapes: logits [B, L, V], input_ids [B, L], loss_mask [B, L] (1 on tokens to predict). The token at t
+    is predicted from position t - 1.
+    """
+    import torch.nn.functional as F
+
+    targets = input_ids[:, 1:]
+    weights = loss_mask[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+    return (nll * weights.reshape(-1)).sum() / weights.sum().clamp(min=1.0)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``peak * min_ratio`` at ``total``.
+
+    >>> lr_at(0, 100, 1.0, 10, 0.1), lr_at(10, 100, 1.0, 10, 0.1), round(lr_at(100, 100, 1.0, 10, 0.1), 6)
+    (0.1, 1.0, 0.1)
+    """
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def fingerprint(cfg: Any, world_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: model, pretraining, protocol, seed and the world file."""
+    parts = {
+        "model": cfg.model.model_dump(mode="json"),
+        "pretrain": cfg.pretrain.model_dump(mode="json", exclude={"threads", "report_samples", "checkpoint_every"}),
+        "protocol": cfg.protocol.model_dump(mode="json"), "seed": cfg.seed,
+        "world": hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(folder: Path, step: int, model, optimizer, stamp: str, losses: list[float]) -> None:
+    """Model, optimizer, RNG and step, written atomically (a crash leaves the previous checkpoint)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), "fingerprint": stamp, "losses": losses}
+    tmp = folder / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(folder / STATE_FILE)
+
+
+def load_checkpoint(folder: Path, model, optimizer, stamp: str) -> tuple[int, list[float]]:
+    """Restore a checkpoint (returns the next step and the loss history); (0, []) when there is none."""
+    import torch
+
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return 0, []
+    state = torch.load(path, weights_only=False)
+    if state["fingerprint"] != stamp:
+        raise ConfigError(f"the checkpoint in {folder} was made with another config or world; pass a new --out, or delete {folder} to start over.")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), list(state["losses"])
+
+
+def _progress(items, enabled: bool, label: str, total: int):
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, folder: Path, stamp: str, progress: bool) -> dict:
+    """The optimizer loop with periodic checkpoints; resumes from ``folder`` when it holds one."""
+    import torch
+
+    p = cfg.pretrain
+    model = policy.model
+    decay = [w for n, w in model.named_parameters() if w.ndim >= 2 and "embed" not in n]
+    no_decay = [w for n, w in model.named_parameters() if not (w.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=p.lr, betas=(0.9, 0.95),
+    )
+    start, losses = load_checkpoint(folder, model, optimizer, stamp)
+    pad_id = policy.tokenizer.pad_token_id
+    total = len(batches)
+    model.train()
+    started, tokens = time.perf_counter(), 0
+    for step in _progress(range(start, total), progress, f"pretrain (from step {start})" if start else "pretrain", total - start):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total, p.lr, p.warmup_steps, p.min_lr_ratio)
+        batch = collate(batches[step], pad_id)
+        logits = model(**batch["inputs"]).logits
+        loss = masked_lm_loss(logits, batch["inputs"]["input_ids"], batch["loss_mask"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        optimizer.step()
+        losses.append(round(float(loss.detach()), 5))
+        tokens += int(batch["inputs"]["attention_mask"].sum())
+        if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
+            save_checkpoint(folder, step + 1, model, optimizer, stamp, losses)
+    model.eval()
+    seconds = time.perf_counter() - started
+    save_checkpoint(folder, total, model, optimizer, stamp, losses)
+    return {"steps": total, "resumed_from_step": start, "seconds": round(seconds, 2),
+            "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None, "losses": losses}
+
+
+# --- the whole stage ----------------------------------------------------------------------------------
+
+
+def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: bool = False, report: bool = True) -> Path:
+    """Pretrain the tiny policy on a world; returns ``out_dir``, a policy folder ``load_policy`` reads.
+
+    ``cfg`` is the whole ``Config`` (its ``model``, ``pretrain``, ``protocol`` and ``seed`` are used). A run
+    interrupted after a checkpoint resumes from it when called again with the same config and folders.
+    """
+    import torch
+
+    from mmsearch_r1.config import save_config
+    from mmsearch_r1.models.policy import build_tiny_policy, load_policy
+    from mmsearch_r1.models.tokenizer import build_tokenizer
+    from mmsearch_r1.world.schema import load_world
+
+    # --- setup
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    torch.set_num_threads(cfg.pretrain.threads)
+    world_dir, out = Path(world_dir), Path(out_dir)
+    world = load_world(world_dir)
+    samples = read_split(world_dir, "train")
+    folder = out / CHECKPOINT
+    stamp = fingerprint(cfg, world_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    if (folder / "tokenizer.json").is_file():  # resuming: the very tokenizer the checkpoint was trained with
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    else:
+        tokenizer = build_tokenizer(world_texts(world, world_dir), folder, vocab_size=cfg.model.vocab_size)
+    policy = build_tiny_policy(cfg.model, tokenizer, seed=cfg.seed)
+    toolbox = world_toolbox(world_dir)
+    timings["setup"] = time.perf_counter() - clock
+
+    # --- demonstrations
+    clock = time.perf_counter()
+    schedule = plan(cfg, DemoSource(cfg, world, samples, toolbox, policy), progress)
+    timings["demonstrations"] = time.perf_counter() - clock
+
+    # --- training
+    clock = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    training = train_steps(policy, schedule.batches, cfg, folder, stamp, progress)
+    policy.save(out)
+    timings["training"] = time.perf_counter() - clock
+
+    summary = {
+        "world": str(world_dir), "seed": cfg.seed, "parameters": sum(w.numel() for w in policy.model.parameters()),
+        "vocab_size": len(policy.tokenizer), "demonstrations_per_epoch": schedule.demos_per_epoch,
+        "action_sequences": schedule.action_counts, "tokens": schedule.tokens, "trained_tokens": schedule.trained_tokens,
+        "training": training,
+    }
+    if report and cfg.pretrain.report_samples:
+        from mmsearch_r1.models.report import write_report
+
+        clock = time.perf_counter()
+        write_report(load_policy(out), cfg, world, world_dir, toolbox, out, summary, timings, progress=progress)
+    else:
+        (out / "pretrain_summary.json").write_text(json.dumps({**summary, "seconds": timings}, indent=1) + "\n")
+    return out

@@ -1,0 +1,160 @@
+"""Scripted demonstrations: uncalibrated actions, real feedback turns through rollout, and masks on unknowable pieces."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsearch_r1.config import ProtocolConfig
+from mmsearch_r1.data import VQASample
+from mmsearch_r1.models.demos import (
+    DemoPolicy,
+    Drill,
+    Planned,
+    draw_actions,
+    drill_demo,
+    fact_in,
+    name_in,
+    scripted_demonstrations,
+    top_image_title,
+    top_text_summary,
+)
+from mmsearch_r1.models.encode import mask_from_offsets
+from mmsearch_r1.protocol import Templates, image_results_turn, text_results_turn, turn_shape
+from mmsearch_r1.tools.base import ImageHit, ImageSearch, TextHit, TextSearch, Toolbox
+from mmsearch_r1.world.build import generate_world
+
+
+def _png(colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (28, 28), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class FakeImageSearch(ImageSearch):
+    """Top hit: the page of ``entity_of[image colour]``; then another entity's page."""
+
+    def __init__(self, world, entity_of):
+        self.world, self.entity_of, self.calls = world, entity_of, 0
+
+    def search(self, image, k=5):
+        self.calls += 1
+        name = self.entity_of[image.getpixel((0, 0))]
+        other = next(e.name for e in self.world.entities if e.name != name)
+        thumb = Image.new("RGB", (28, 28), "white")
+        return [ImageHit(thumb, f"{name} guild profile", f"https://demo.world/{name.lower()}"),
+                ImageHit(thumb, f"{other} chronicle", f"https://demo.world/{other.lower()}/chronicle")][:k]
+
+
+class FakeTextSearch(TextSearch):
+    """The named entity's profile: its fact sentence for the queried attribute comes first."""
+
+    def __init__(self, world):
+        self.world, self.queries = world, []
+
+    def search(self, query, k=5):
+        self.queries.append(query)
+        name = query.split()[0]
+        entity = self.world.entity(name)
+        sentences = [self.world.fact_sentence(f) for f in entity.facts if self.world.attribute(f.attribute).phrase in query]
+        return [TextHit(f"{name} guild profile", f"https://demo.world/{name.lower()}", " ".join(sentences) + f" {name} is old.")][:k]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(seed=0, size="small")
+
+
+def _sample(world, entity, colour, i):
+    fact = entity.facts[0]
+    question = world.templates_for(fact.attribute, "train")[0].text
+    return VQASample(f"q{i}", question, _png(colour), fact.answers, extra={"entity": entity.name, "attribute": fact.attribute, "group": entity.group})
+
+
+@pytest.fixture(scope="module")
+def setup(world):
+    colours = [(10 * i, 0, 0) for i in range(len(world.entities))]
+    entity_of = {c: e.name for c, e in zip(colours, world.entities)}
+    toolbox = Toolbox(FakeImageSearch(world, entity_of), FakeTextSearch(world))
+    samples = {e.group: _sample(world, e, c, i) for i, (e, c) in enumerate(zip(world.entities, colours))}
+    return toolbox, samples
+
+
+def test_draw_actions_is_independent_of_the_question_and_respects_limits():
+    rng = np.random.default_rng(0)
+    draws = [draw_actions(rng, DemoPolicy(0.3, 0.5, 0.5)) for _ in range(4000)]
+    direct = sum(d == ("answer",) for d in draws) / len(draws)
+    assert abs(direct - 0.3) < 0.03
+    assert {d for d in draws} == {("answer",), ("image_search", "answer"), ("image_search", "text_search", "answer"), ("text_search", "answer")}
+    tight = ProtocolConfig(max_turns=2, max_text_searches=1)
+    assert all(len(draw_actions(rng, DemoPolicy(0.0, 1.0, 1.0), tight)) <= 2 for _ in range(50))
+
+
+def test_reading_helpers_find_top_title_and_summary():
+    hits = [ImageHit(Image.new("RGB", (4, 4)), "Tavorin guild profile", "u1"), ImageHit(Image.new("RGB", (4, 4)), "Mesku chronicle", "u2")]
+    message, _ = image_results_turn(hits, "Q?", 1, Templates.load())
+    assert top_image_title([message]) == " Tavorin guild profile"
+    assert name_in("Tavorin guild profile", "Tavorin") and not name_in("Tavorinx guild", "Tavorin")
+    text, _ = text_results_turn([TextHit("T", "u", "Its flag colour is red. Tavorin is old."), TextHit("M", "v", "Its flag colour is blue.")], "Q?", Templates.load())
+    assert top_text_summary([message, text]) == "Its flag colour is red. Tavorin is old."
+    assert fact_in("Its flag colour is red.", ["crimson", "red"]) and not fact_in("Its flag colour is reddish.", ["red"])
+
+
+@pytest.mark.parametrize("group", ["sight_facts", "sight_only", "facts_only", "neither"])
+def test_on_demand_demonstrations_answer_right_and_mask_what_the_group_cannot_know(world, setup, group):
+    toolbox, samples = setup
+    sample = samples[group]
+    entity = world.entity(sample.extra["entity"])
+    sequences = [("answer",), ("image_search", "answer"), ("text_search", "answer"), ("image_search", "text_search", "answer")]
+    for actions in sequences:
+        [demo] = scripted_demonstrations(world, [Planned(sample, entity, sample.extra["attribute"], actions)], toolbox, ProtocolConfig(), "on_demand", Templates.load())
+        turns = [m.text for m in demo.messages if m.role == "assistant"]
+        assert [turn_shape(t) for t in turns] == list(actions)
+        assert turns[-1].endswith(f"<answer>{sample.answers[0]}</answer>")
+        trained = "".join(p.text for turn in demo.turns for p in turn if p.trained)
+        knows_name = entity.known_by_sight or "image_search" in actions
+        fact_known_here = (knows_name and entity.facts_known) or "text_search" in actions
+        assert (sample.answers[0] in trained) == fact_known_here, (actions, trained)
+        assert (entity.name in trained) == knows_name, (actions, trained)
+        assert "<information>" in "".join(m.text for m in demo.messages) or actions == ("answer",)
+
+
+def test_text_queries_name_the_entity_and_run_once(world, setup):
+    toolbox, samples = setup
+    sample = samples["sight_only"]
+    entity = world.entity(sample.extra["entity"])
+    plan = Planned(sample, entity, sample.extra["attribute"], ("text_search", "answer"))
+    [demo] = scripted_demonstrations(world, [plan], toolbox, ProtocolConfig(), "on_demand", Templates.load())
+    assert toolbox.text.queries[-1] == world.text_query(entity, sample.extra["attribute"])
+    assert demo.actions == ["text_search", "answer"] and demo.group == "sight_only"
+
+
+def test_direct_and_rag_workflows_use_their_own_prompts(world, setup):
+    toolbox, samples = setup
+    sample = samples["neither"]
+    entity = world.entity(sample.extra["entity"])
+    templates = Templates.load()
+    [direct] = scripted_demonstrations(world, [Planned(sample, entity, sample.extra["attribute"], ("answer",))], toolbox, ProtocolConfig(), "direct", templates)
+    assert "<search><img></search>" not in direct.messages[-2].text  # the direct prompt offers no tools
+    [rag] = scripted_demonstrations(world, [Planned(sample, entity, sample.extra["attribute"], ("text_search", "answer"))], toolbox, ProtocolConfig(), "rag", templates)
+    first = [m for m in rag.messages if m.role == "assistant"][0].text
+    assert first.startswith("<reason>The results show ") and entity.name in first
+    assert any(p.trained and p.text == entity.name for p in rag.turns[0])  # the name is read from the given image results
+
+
+def test_drills_train_only_knowledge(world):
+    sight = next(e for e in world.entities if e.group == "sight_only")
+    facts = next(e for e in world.entities if e.group == "facts_only")
+    demo = drill_demo("d", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8))),
+                            Drill(facts, facts.facts[0].attribute, world.name_question(facts, facts.facts[0].attribute))])
+    trained = [p.text for turn in demo.turns for p in turn if p.trained]
+    assert trained == [sight.name, facts.name, facts.facts[0].answer]
+    assert not demo.train_end_of_turn and len(demo.images) == 1
+
+
+def test_mask_from_offsets_needs_whole_tokens_inside_spans():
+    offsets = [(0, 4), (4, 9), (9, 12), (12, 20)]
+    assert mask_from_offsets(offsets, [(4, 12)]) == [0, 1, 1, 0]
+    assert mask_from_offsets(offsets, [(5, 12)]) == [0, 0, 1, 0]
+    assert mask_from_offsets(offsets, [(0, 4), (12, 20)]) == [1, 0, 0, 1]
