@@ -70,3 +70,22 @@ def test_report_only_rescoring_with_another_match_rule(monkeypatch, capsys, tmp_
 def test_help_explains_the_command(monkeypatch, capsys):
     code, text = _cli(monkeypatch, capsys, "eval", "--help")
     assert code == 0 and "--workflow" in text and "--report-only" in text and "on-demand" in text
+
+
+def test_report_only_with_the_llm_judge(monkeypatch, capsys, tmp_path):
+    from test_eval_judge import FakeJudgeServer  # the loopback judge of the judge tests, same folder
+
+    samples = [VQASample(f"s{k}", f"Q{k}?", _png(), [f"rex {k}"]) for k in range(3)]
+    data = write_parquet(samples, tmp_path / "test.parquet")
+    out = tmp_path / "out"
+    engine = ScriptedEngine(lambda c: "<reason>r</reason><answer>Rex 1, the dog</answer>")
+    evaluate([EvalData("test", samples)], engine, None, out_dir=out, eval_cfg=EvalConfig(workflows=["direct"], bootstrap_samples=0),
+             protocol=ProtocolConfig(), sampling=SamplingConfig())
+    with FakeJudgeServer() as server:
+        code, text = _cli(monkeypatch, capsys, "eval", "--data", data, "--out", out, "--workflow", "direct", "--report-only",
+                          "--match", "judge", "--judge-url", server.url, "--judge-model", "fake-judge")
+        assert code == 0, text
+        assert len(server.requests) == 3 and all("Question: Q" in r["messages"][0]["content"] for r in server.requests)
+    results = json.loads((out / "results.json").read_text())
+    assert results["match"] == "judge" and results["datasets"]["test"]["direct"]["accuracy"] == pytest.approx(1 / 3)
+    assert (out / "judge_cache").is_dir()
