@@ -17,6 +17,10 @@ Definitions (one value per question, then averaged over the questions of a group
 
 Confidence intervals are percentile bootstrap intervals over questions, from a seeded generator.
 
+Relation to the paper: ``accuracy`` and ``search_ratio`` (share of questions answered with at least one
+search) are the paper's headline metrics; the split by search type, ``correct_without_search``, tool failures,
+latency and the intervals are additions of ours.
+
 >>> outs = [Outcome("a", True, 0, 0), Outcome("b", True, 1, 0), Outcome("c", False, 1, 1), Outcome("d", False, 0, 0)]
 >>> m = summarize(outs, bootstrap_samples=0)
 >>> (m.n, m.accuracy, m.search_ratio, m.both_search_ratio, m.searches_per_question, m.correct_without_search)

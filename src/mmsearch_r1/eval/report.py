@@ -64,7 +64,10 @@ def markdown_table(table: Table, *, match: str, ci_level: float = 0.95) -> str:
     """The results as Markdown: one overall table, then one table per label kind."""
     header = _HEADER.replace("95% CI", f"{100 * ci_level:g}% CI")
     separator = "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"
-    lines = [f"# Evaluation results (accuracy by `{match}`)", "", header, separator]
+    lines = [f"# Evaluation results (accuracy by `{match}`)", "",
+             "Percentages of questions; search = at least one search; searches/q = image + text searches per question; "
+             "correct w/o search = correct and no search; latency = seconds per question (batch time / batch size).", "",
+             header, separator]
     for ds, by_wf in table.items():
         lines += [_row(ds, wf, m) for wf, m in by_wf.items()]
     for kind in LABEL_KINDS:
