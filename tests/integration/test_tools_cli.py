@@ -66,3 +66,38 @@ def test_cache_stats(tmp_path):
     cached.search("a")
     stats = json.loads(run("cache", "stats", "--dir", str(tmp_path / "cache")))
     assert (stats["entries"], stats["hits"], stats["misses"]) == (1, 1, 1)
+
+
+def test_serve_starts_the_service_from_the_config(tmp_path):
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    from mmsearch_r1.tools.local_text import build_text_index
+
+    build_text_index([{"url": "http://w/a", "title": "Alpha", "text": "Alpha is teal."}], tmp_path / "idx")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MMSEARCH_SERVICE_TOKEN": "cli-token"}
+    command = [sys.executable, "-c", "from mmsearch_r1.cli import main; main()", "serve", "--port", str(port),
+               "--set", f'tools.text.index_dir="{tmp_path / "idx"}"', "--set", f'tools.cache.dir="{tmp_path / "cache"}"']
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"{url}/health", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.poll() is not None else "timeout"
+                time.sleep(0.2)
+        assert health == {"status": "ok", "image_search": False, "text_search": True}
+        hits = httpx.post(f"{url}/v1/search/text", json={"query": "alpha", "k": 1}, headers={"Authorization": "Bearer cli-token"}).json()["hits"]
+        assert hits[0]["url"] == "http://w/a"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
