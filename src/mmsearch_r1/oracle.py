@@ -1,0 +1,91 @@
+"""The oracle: make exactly the searches a question needs, then let the model answer from the results.
+
+It is the ceiling for search efficiency in the demo: a question whose ``search_need`` is ``none`` gets no
+search, ``image`` one image search, ``text`` one text search naming the entity, ``image_text`` both. The
+searches are scripted turns; the answer turn is the model's own. ``OracleEngine`` wraps any engine, so the
+oracle runs through the ordinary rollout and evaluation (as the ``on_demand`` workflow) and its trajectories
+keep exact token bookkeeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmsearch_r1.data import VQASample
+    from mmsearch_r1.engines.config import SamplingConfig
+    from mmsearch_r1.world.schema import World
+
+NEED_ACTIONS: dict[str, tuple[str, ...]] = {
+    "none": ("answer",),
+    "image": ("image_search", "answer"),
+    "text": ("text_search", "answer"),
+    "image_text": ("image_search", "text_search", "answer"),
+}
+
+
+def image_key(image: "Image.Image") -> str:
+    """A key for the question image of a context (its pixels, not its object identity)."""
+    return hashlib.sha1(image.tobytes() + repr((image.size, image.mode)).encode()).hexdigest()
+
+
+class OracleEngine(Engine):
+    """Writes the scripted search turns of each question, then asks ``model`` for the rest.
+
+    ``plans`` maps a question image's ``image_key`` to the texts of its scripted turns, in order; a context
+    whose question image has no plan, or whose plan is used up, goes to the model. All contexts the model
+    serves in a call go to it in one batch.
+    """
+
+    def __init__(self, model: Engine, plans: Mapping[str, Sequence[str]]):
+        self.model = model
+        self.plans = dict(plans)
+        self.encoder = model.encoder
+
+    def scripted_turn(self, context: Context) -> str | None:
+        plan = self.plans.get(image_key(context.images[0])) if context.images else None
+        done = sum(m.role == "assistant" for m in context.messages)
+        return plan[done] if plan is not None and done < len(plan) else None
+
+    def generate(self, contexts: list[Context], sampling: "SamplingConfig", *, seed: int | None = None) -> list[GeneratedTurn]:
+        scripted = [self.scripted_turn(c) for c in contexts]
+        to_model = [c for c, text in zip(contexts, scripted) if text is None]
+        generated = iter(self.model.generate(to_model, sampling, seed=seed) if to_model else [])
+        turns = []
+        for context, text in zip(contexts, scripted):
+            if text is None:
+                turns.append(next(generated))
+            elif self.encoder is None:
+                turns.append(GeneratedTurn(text))
+            else:
+                ids = self.encoder.assistant_span(context.messages, text)
+                turns.append(GeneratedTurn(text, ids, [0.0] * len(ids), [1] * len(ids)))
+        return turns
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def world_plans(samples: Sequence["VQASample"], world: "World") -> dict[str, list[str]]:
+    """The oracle's scripted search turns for world questions, written as the pretraining demonstrations write them."""
+    from mmsearch_r1.models.demos import LOOK_UP, naming_turn, sample_entity
+
+    plans = {}
+    for sample in samples:
+        entity, attribute = sample_entity(sample, world)
+        phrase = world.attribute(attribute).phrase
+        turns, opening = [], "This is"
+        for action in NEED_ACTIONS[sample.search_need or "none"][:-1]:
+            if action == "image_search":
+                turns.append(LOOK_UP)
+                opening = "The results show"
+            else:
+                pieces = naming_turn(opening, entity.name, True, "text_search", phrase=phrase)
+                turns.append("".join(p.text for p in pieces))
+        plans[image_key(sample.image)] = turns
+    return plans
