@@ -56,10 +56,11 @@ def token_logprobs(logits: "torch.Tensor", token_ids: "torch.Tensor", temperatur
     """
     import torch
 
-    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)  # a new tensor: safe to fill in place
     if len(suppressed_ids):
-        scaled = scaled.index_fill(-1, torch.as_tensor(list(suppressed_ids), device=scaled.device), float("-inf"))
-    return torch.log_softmax(scaled, dim=-1).gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
+        scaled.index_fill_(-1, torch.as_tensor(list(suppressed_ids), device=scaled.device), float("-inf"))
+    # gather - logsumexp: the same as log_softmax(...).gather(...) without a second vocabulary-sized tensor
+    return scaled.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
 
 
 def cut_at_end_of_turn(ids: Sequence[int], end_of_turn_id: int) -> tuple[list[int], bool]:
@@ -99,22 +100,27 @@ def _batch(encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_value
     return inputs
 
 
-def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_values: Sequence[Sequence[Any]], grids: Sequence[Sequence[Any]], temperature: float = 1.0) -> list["torch.Tensor"]:
-    """Per-token log-probs of each sequence from one forward pass (right-padded batch), differentiable.
+def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_values: Sequence[Sequence[Any]], grids: Sequence[Sequence[Any]], temperature: float = 1.0, *, tail: int | None = None) -> list["torch.Tensor"]:
+    """Per-token log-probs of each sequence from one forward pass, differentiable.
 
     Returns one ``[len(seq)]`` tensor per sequence: entry t is ``log p(seq[t] | seq[:t])``, entry 0 is 0.
-    ``pixel_values[i]``/``grids[i]`` are sequence i's images in order.
+    ``pixel_values[i]``/``grids[i]`` are sequence i's images in order. With ``tail`` only the last ``tail``
+    tokens of each sequence are scored (a left-padded batch whose output head runs on those positions
+    only) and each tensor has ``min(tail, len(seq))`` entries.
     """
     import torch
 
     flat_pixels = [p for per in pixel_values for p in per]
     flat_grids = [g for per in grids for g in per]
-    inputs = _batch(encoder, sequences, flat_pixels, flat_grids, left=False, device=model.device)
+    inputs = _batch(encoder, sequences, flat_pixels, flat_grids, left=tail is not None, device=model.device)
+    if tail is not None:
+        logits = model(**inputs, use_cache=False, logits_to_keep=tail + 1).logits  # [batch, tail + 1, vocab]
+        scores = token_logprobs(logits[:, :-1], inputs["input_ids"][:, -tail:], temperature, encoder.suppressed_ids)
+        return [scores[row, tail - min(tail, len(seq)):] for row, seq in enumerate(sequences)]
     logits = model(**inputs, use_cache=False).logits  # [batch, longest, vocab]
-    targets = inputs["input_ids"][:, 1:]
-    scores = token_logprobs(logits[:, :-1], targets, temperature, encoder.suppressed_ids)  # [batch, longest - 1]
+    scores = token_logprobs(logits[:, :-1], inputs["input_ids"][:, 1:], temperature, encoder.suppressed_ids)
     zero = torch.zeros(len(sequences), 1, device=scores.device, dtype=scores.dtype)
-    scores = torch.cat([zero, scores], dim=1)
+    scores = torch.cat([zero, scores], dim=1)  # [batch, longest]
     return [scores[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
@@ -213,7 +219,7 @@ class HFEngine(Engine):
         with torch.no_grad():
             scores = score_sequences(
                 self.policy.model, self.encoder, sequences, [c.tokens.pixel_values for c in contexts],
-                [c.tokens.image_grid_thw for c in contexts], sampling.temperature,
+                [c.tokens.image_grid_thw for c in contexts], sampling.temperature, tail=max(len(t.token_ids) for t in turns),
             )
         for turn, score in zip(turns, scores):
             values = score[-len(turn.token_ids):].tolist()

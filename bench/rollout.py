@@ -1,0 +1,121 @@
+"""Rollout throughput on the demo world with the tiny model: batched vs one episode at a time, and vs raw generate.
+
+    python bench/rollout.py                       # builds a small demo world and a random tiny policy in a temp folder
+    python bench/rollout.py --world worlds/demo --model runs/pretrain/policy --episodes 128
+
+Prints three figures measured side by side in one run:
+1. wall time of the same episodes run as one batch and one at a time, and their ratio (target >= 8x);
+2. sampled tokens/s of the batched rollout against raw ``model.generate`` over the same prompts and about
+   the same number of new tokens (target >= 0.7 of raw);
+3. what the episodes did (turns, searches, retokenized turns), so the figures can be read in context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", type=Path, default=None, help="Demo world folder; default: build a small one in a temp folder.")
+    parser.add_argument("--model", type=Path, default=None, help="Policy folder; default: a tiny policy with random weights.")
+    parser.add_argument("--episodes", type=int, default=128, help="Episodes in the batch (test questions, cycled if fewer).")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="Most tokens per assistant turn.")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads torch may use (1 is fastest for the tiny model on a busy machine).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-sampled-ids", action="store_true", help="Run with canonical_tokens off (no retokenization).")
+    return parser.parse_args()
+
+
+def setup(args: argparse.Namespace, scratch: Path):
+    import mmsearch_r1.config  # noqa: F401
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.data import read_parquet
+    from mmsearch_r1.engines.hf import HFEngine
+    from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer, load_policy
+    from mmsearch_r1.tools import build_toolbox
+    from mmsearch_r1.world import build_world
+
+    world = args.world or build_world(scratch / "world", seed=args.seed, size="small")
+    if args.model is not None:
+        policy, weights = load_policy(args.model), f"checkpoint {args.model}"
+    else:
+        pages = [line for line in (world / "pages.jsonl").read_text().splitlines()]
+        policy, weights = build_tiny_policy(ModelConfig(), build_tokenizer(pages)), "random weights (ModelConfig defaults)"
+    cfg = load_config(None, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
+    toolbox = build_toolbox(cfg.tools)
+    questions = read_parquet(world / "test.parquet")
+    samples = [questions[i % len(questions)] for i in range(args.episodes)]
+    engine = HFEngine(policy, canonical_tokens=not args.keep_sampled_ids)
+    params = sum(p.numel() for p in policy.model.parameters())
+    return policy, engine, toolbox, samples, cfg, f"{weights}, {params / 1e6:.2f} M parameters"
+
+
+def timed(fn):
+    began = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - began
+
+
+def raw_generate(policy, engine, samples, max_new_tokens: int, seed: int) -> tuple[int, float]:
+    """Raw ``generate`` on the first-turn prompts of ``samples`` (one batch, every row forced to ``max_new_tokens``)."""
+    import torch
+
+    from mmsearch_r1.engines.hf import _batch
+    from mmsearch_r1.protocol import Templates, first_turn
+
+    templates = Templates.load()
+    spans = [engine.encoder.given_span([], first_turn(s.question, templates), [s.image]) for s in samples]
+    inputs = _batch(engine.encoder, [s.token_ids for s in spans], [p for s in spans for p in s.pixel_values],
+                    [g for s in spans for g in s.image_grid_thw], left=True, device=policy.model.device)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out, seconds = timed(lambda: policy.model.generate(
+            **inputs, do_sample=True, top_k=0, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+            pad_token_id=engine.encoder.pad_id, eos_token_id=engine.encoder.end_of_turn_id))
+    return (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0], seconds
+
+
+def main() -> None:
+    import torch
+
+    from mmsearch_r1.engines.config import SamplingConfig
+    from mmsearch_r1.rollout import rollout
+
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        policy, engine, toolbox, samples, cfg, model_note = setup(args, Path(scratch))
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0)
+
+        def run(batch):
+            return rollout(batch, engine, toolbox, protocol=cfg.protocol, sampling=sampling, seed=args.seed)
+
+        run(samples[:4])  # warm-up
+        batched, batched_s = timed(lambda: run(samples))
+        sequential_s = 0.0
+        for sample in samples:
+            sequential_s += timed(lambda: run([sample]))[1]
+        raw_tokens, raw_s = raw_generate(policy, engine, samples, args.max_new_tokens, args.seed)
+
+    sampled = sum(sum(t.loss_mask) for t in batched)
+    turns = sum(len(t.actions) for t in batched)
+    rollout_rate, raw_rate = sampled / batched_s, raw_tokens / raw_s
+    print(f"model: tiny Qwen2.5-VL, {model_note}; {args.episodes} episodes; max_new_tokens {args.max_new_tokens}; "
+          f"{args.threads} threads; canonical_tokens {not args.keep_sampled_ids}")
+    print(f"episodes: {turns} assistant turns, {sum(t.searches for t in batched)} searches, "
+          f"{sum(t.meta['retokenized_turns'] for t in batched)} retokenized turns, end reasons "
+          f"{ {r: sum(t.end_reason == r for t in batched) for r in ('answer', 'invalid', 'limit')} }")
+    print(f"batched rollout:        {batched_s:8.2f} s")
+    print(f"one episode at a time:  {sequential_s:8.2f} s")
+    print(f"speed-up:               {sequential_s / batched_s:8.2f} x   (target >= 8)")
+    print(f"batched sampled tokens: {sampled} in {batched_s:.2f} s = {rollout_rate:8.0f} tokens/s")
+    print(f"raw generate:           {raw_tokens} in {raw_s:.2f} s = {raw_rate:8.0f} tokens/s")
+    print(f"rollout / raw:          {rollout_rate / raw_rate:8.2f}     (target >= 0.7)")
+
+
+if __name__ == "__main__":
+    main()
