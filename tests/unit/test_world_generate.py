@@ -61,6 +61,18 @@ def test_entities_have_three_to_five_facts_from_the_vocabularies(world):
             assert " " not in fact.answer
 
 
+def test_values_are_dealt_evenly_within_each_group():
+    import collections
+
+    world = generate_world(seed=0, size="default")
+    for group in GROUPS:
+        for attribute in world.attributes:
+            holders = [e for e in world.in_group(group) if attribute.name in {f.attribute for f in e.facts}]
+            counts = collections.Counter(e.fact(attribute.name).answer for e in holders)
+            used = [counts.get(v[0], 0) for v in attribute.values]
+            assert max(used) - min(used) <= 1, (group, attribute.name, counts)
+
+
 def test_signatures_have_distinct_colour_pairs():
     signatures = choose_signatures(np.random.default_rng(0), 120)
     pairs = [(s.colour, s.accent) for s in signatures]

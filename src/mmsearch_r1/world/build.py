@@ -78,14 +78,18 @@ def _templates() -> list[QuestionTemplate]:
     return templates
 
 
-def _facts(rng: np.random.Generator, attributes: list[Attribute], low: int, high: int) -> tuple[Fact, ...]:
-    count = int(rng.integers(low, high + 1))
-    chosen = sorted(rng.choice(len(attributes), size=min(count, len(attributes)), replace=False))
-    facts = []
-    for i in chosen:
-        value = attributes[i].values[int(rng.integers(len(attributes[i].values)))]
-        facts.append(Fact(attributes[i].name, value[0], tuple(value[1:])))
-    return tuple(facts)
+def _facts(rng: np.random.Generator, attributes: list[Attribute], groups: list[str], low: int, high: int) -> list[tuple[Fact, ...]]:
+    """Each entity's facts: ``low``-``high`` attributes drawn at random; values dealt from shuffled decks per
+    (group, attribute), so that within a group every value of an attribute is about equally common and the
+    best blind guess is right about 1 time in the vocabulary size."""
+    chosen = [sorted(rng.choice(len(attributes), size=min(int(rng.integers(low, high + 1)), len(attributes)), replace=False)) for _ in groups]
+    values: dict[tuple[int, int], tuple[str, ...]] = {}
+    for group in dict.fromkeys(groups):
+        for a, attribute in enumerate(attributes):
+            holders = [e for e, g in enumerate(groups) if g == group and a in chosen[e]]
+            deck = [attribute.values[i] for _ in range(len(holders) // len(attribute.values) + 1) for i in rng.permutation(len(attribute.values))]
+            values.update({(e, a): deck[k] for k, e in enumerate(holders)})
+    return [tuple(Fact(attributes[a].name, values[e, a][0], tuple(values[e, a][1:])) for a in chosen[e]) for e in range(len(groups))]
 
 
 def generate_world(seed: int = 0, size: str | None = None, cfg: WorldConfig | None = None) -> World:
@@ -105,11 +109,8 @@ def generate_world(seed: int = 0, size: str | None = None, cfg: WorldConfig | No
     order = _rng(seed, STREAM_GROUPS).permutation(n)
     groups = [group_names[int(np.where(order == i)[0][0]) % len(group_names)] for i in range(n)]
     signatures = choose_signatures(_rng(seed, STREAM_SIGNATURES), n)
-    facts_rng = _rng(seed, STREAM_FACTS)
-    entities = [
-        Entity(names[i], groups[i], signatures[i], _facts(facts_rng, attributes, cfg.min_facts, cfg.max_facts))
-        for i in range(n)
-    ]
+    facts = _facts(_rng(seed, STREAM_FACTS), attributes, groups, cfg.min_facts, cfg.max_facts)
+    entities = [Entity(names[i], groups[i], signatures[i], facts[i]) for i in range(n)]
     render = RenderSettings(
         image_size=cfg.image_size, thumbnail_size=cfg.thumbnail_size, max_rotation=cfg.max_rotation,
         max_shift=cfg.max_shift, noise_std=cfg.noise_std,
