@@ -25,7 +25,8 @@ PAGES = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     torch.manual_seed(0)
@@ -34,7 +35,7 @@ def model_dir(tmp_path_factory):
     BertTokenizerFast(vocab_file=str(raw / "vocab.txt")).save_pretrained(raw)
     BertModel(BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(raw)
     out = tmp_path_factory.mktemp("sbert")
-    SentenceTransformer(modules=[models.Transformer(str(raw)), models.Pooling(32, "mean")], device="cpu").save(str(out))
+    SentenceTransformer(modules=[Transformer(str(raw)), Pooling(32, "mean")], device="cpu").save(str(out))
     return out
 
 
