@@ -146,23 +146,23 @@ class SearchCache:
         self.directory = Path(directory)
         self.mode = mode
         self._store = diskcache.Cache(str(self.directory), size_limit=int(size_limit_gb * 2**30), timeout=60)
+        # Counters live apart, never evicted when the entries outgrow the size limit.
+        self._counters = diskcache.Cache(str(self.directory / "counters"), eviction_policy="none", timeout=60)
 
     def get(self, key: str) -> bytes | None:
-        return self._store.get("entry:" + key)
+        return self._store.get(key)
 
     def put(self, key: str, value: bytes) -> None:
-        self._store.set("entry:" + key, value)
+        self._store.set(key, value)
 
     def count(self, counter: str, amount: int = 1) -> None:
         """Add to a shared counter (atomic across processes)."""
-        self._store.incr("counter:" + counter, amount, default=0, retry=True)
+        self._counters.incr(counter, amount, default=0, retry=True)
 
     def stats(self) -> CacheStats:
-        raw = {name: self._store.get("counter:" + name, None, retry=True) for name in COUNTERS}
-        counts = {name: int(value or 0) for name, value in raw.items()}
-        entries = len(self._store) - sum(value is not None for value in raw.values())
+        counts = {name: int(self._counters.get(name, 0, retry=True)) for name in COUNTERS}
         return CacheStats(
-            entries=entries,
+            entries=len(self._store),
             hits=counts["hits"],
             misses=counts["misses"],
             live_calls=counts["live_calls"],
@@ -172,6 +172,7 @@ class SearchCache:
 
     def close(self) -> None:
         self._store.close()
+        self._counters.close()
 
     def call(self, key: str, live: Callable[[], list[Hit]], encode: Callable, decode: Callable, cost_usd: float) -> list[Hit]:
         """Answer one call under this cache's mode; ``live`` makes the real call."""

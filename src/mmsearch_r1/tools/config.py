@@ -58,6 +58,7 @@ class WebConfig(Section):
     max_retries: int = Field(3, ge=0, le=10, description="Retries after a timeout, HTTP 429 or 5xx, with exponential backoff.")
     backoff_s: float = Field(1.0, ge=0.0, le=60.0, description="Wait before the first retry; doubled for each next one.")
     rate_limit_per_s: float = Field(5.0, gt=0.0, le=1000.0, description="Most requests per second to one backend (shared by the threads of a process).")
+    fetch_rate_limit_per_s: float = Field(20.0, gt=0.0, le=1000.0, description="Most page and thumbnail fetches per second (shared by the threads of a process).")
     max_response_bytes: int = Field(5_000_000, ge=1024, le=1_000_000_000, description="Largest response body read; a bigger one is a failure.")
     max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed when fetching a page; each target is checked again.")
     fetch_pages: bool = Field(True, description="Fetch each text result's page and summarize its main text (else use the engine's snippet).")

@@ -189,7 +189,7 @@ class SerpApiGoogle(_SerpApi, TextSearch):
 
     def __init__(self, cfg: "ToolsConfig", resolver: Resolver = system_resolver):
         super().__init__(cfg, resolver)
-        self.pages = _summaries(cfg, WebClient("page fetch", cfg.web, resolver=resolver))
+        self.pages = _summaries(cfg, WebClient("page fetch", cfg.web, resolver=resolver, rate_limit_per_s=cfg.web.fetch_rate_limit_per_s))
 
     def search(self, query: str, k: int = 5) -> list[TextHit]:
         data = self.call(q=query, num=k)
@@ -205,7 +205,7 @@ class SerpApiLens(_SerpApi, ImageSearch):
 
     def __init__(self, cfg: "ToolsConfig", resolver: Resolver = system_resolver):
         super().__init__(cfg, resolver)
-        self.fetcher = WebClient("thumbnail fetch", cfg.web, resolver=resolver)
+        self.fetcher = WebClient("thumbnail fetch", cfg.web, resolver=resolver, rate_limit_per_s=cfg.web.fetch_rate_limit_per_s)
 
     def public_url(self, image: "Image.Image") -> str:
         """A URL at which Google can fetch ``image`` (see the module docstring)."""
@@ -260,7 +260,7 @@ class SearxngSearch(TextSearch):
     def __init__(self, cfg: "ToolsConfig", resolver: Resolver = system_resolver):
         self.cfg = cfg
         self.client = WebClient("SearXNG", cfg.web, resolver=resolver)
-        self.pages = _summaries(cfg, WebClient("page fetch", cfg.web, resolver=resolver))
+        self.pages = _summaries(cfg, WebClient("page fetch", cfg.web, resolver=resolver, rate_limit_per_s=cfg.web.fetch_rate_limit_per_s))
 
     @property
     def cache_id(self) -> str:

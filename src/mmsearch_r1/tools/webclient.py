@@ -168,12 +168,12 @@ REDIRECTS = (301, 302, 303, 307, 308)
 class WebClient:
     """One backend's HTTP client: shared rate limit, retries with backoff, size cap, target checks."""
 
-    def __init__(self, name: str, web: "WebConfig", secrets: Iterable[str] = (), resolver: Resolver = system_resolver):
+    def __init__(self, name: str, web: "WebConfig", secrets: Iterable[str] = (), resolver: Resolver = system_resolver, rate_limit_per_s: float | None = None):
         import httpx
 
         self.name, self.web, self.resolver = name, web, resolver
         self.secrets = [s for s in secrets if s]
-        self.limiter = RateLimiter(web.rate_limit_per_s)
+        self.limiter = RateLimiter(rate_limit_per_s or web.rate_limit_per_s)
         self._client = httpx.Client(timeout=web.timeout_s, follow_redirects=False, headers={"User-Agent": "mmsearch-r1"})
 
     def close(self) -> None:
