@@ -84,6 +84,12 @@ def test_cli_builds_and_reports_errors_in_one_line(tmp_path, monkeypatch, capsys
     assert result.exit_code == 0, result.output
     assert "8 entities" in result.output
     assert len(load_world(tmp_path / "w").entities) == 8
+    shown = CliRunner().invoke(app, ["world", "show", str(tmp_path / "w"), "--sheet", str(tmp_path / "sheet.png")])
+    assert shown.exit_code == 0, shown.output
+    assert load_world(tmp_path / "w").entities[0].name in shown.output
+    from PIL import Image
+
+    assert Image.open(tmp_path / "sheet.png").size == (8 * 2 * 84, 1 * (2 * 84 + 24))
     monkeypatch.setattr(sys, "argv", ["mmsearch-r1", "world", "check", str(tmp_path / "missing")])
     with pytest.raises(SystemExit) as done:
         main()

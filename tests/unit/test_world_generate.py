@@ -28,6 +28,9 @@ def test_names_are_unique_pronounceable_and_avoid_taken_words():
     assert all(n.isalpha() and n[0].isupper() and n[1:].islower() for n in names + cities)
     assert not {"red", "fox"} & {n.lower() for n in names}
     assert names == entity_names(np.random.default_rng(0), 200, {"red", "fox"})
+    import difflib
+
+    assert all(difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() < 0.8 for i, a in enumerate(names) for b in names[:i])
 
 
 def test_no_name_is_a_word_of_the_world_texts():

@@ -47,6 +47,31 @@ def check(
     typer.echo(f"text search on {text.queries} '<name> <attribute>' queries: fact sentence first {text.fact_first:.1%}, answer in top-1 summary {text.answer_in_top1:.1%}")
 
 
+@world_app.command("show")
+def show(
+    world_dir: Path = typer.Argument(..., help="A world folder made by `mmsearch-r1 world build`."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Also save a PNG contact sheet: one rendering of every entity with its name and group."),
+) -> None:
+    """Print every entity of a world: name, knowledge group, search need and facts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmsearch_r1.world.schema import load_world
+
+    world = load_world(world_dir)
+    table = Table("entity", "group", "search need", "emblem", "facts", title=f"{world.size} world, seed {world.seed}")
+    for e in world.entities:
+        sig = e.signature
+        facts = ", ".join(f"{f.attribute}={f.answer}" for f in e.facts)
+        table.add_row(e.name, e.group, e.search_need, f"{sig.shape}/{sig.pattern}/{sig.mark}", facts)
+    Console().print(table)
+    if sheet is not None:
+        from mmsearch_r1.world.render import contact_sheet
+
+        contact_sheet(world).save(sheet)
+        typer.echo(f"contact sheet written to {sheet}")
+
+
 def pretrain(
     world: Path = typer.Option(..., "--world", "-w", help="A world folder made by `mmsearch-r1 world build`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the pretrained policy (Hugging Face layout), its report and checkpoint."),

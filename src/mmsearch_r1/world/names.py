@@ -1,8 +1,9 @@
 """Made-up pronounceable names from a seeded syllable generator.
 
 A name is two or three consonant-vowel syllables, the last one sometimes closed by a consonant
-(``Tavorin``, ``Mesku``). Names are unique within a world and never equal an English word of the world's
-vocabularies, so that a name in a query or an answer always means one entity or one city.
+(``Shimu``, ``Drostomi``). Names are unique within a world, no two are near-spellings of each other, and
+none equals a word of the world's texts, so that a name in a query or an answer always means one entity or
+one city.
 
 >>> import numpy as np
 >>> names = entity_names(np.random.default_rng(0), 5)
@@ -11,6 +12,8 @@ True
 """
 
 from __future__ import annotations
+
+import difflib
 
 import numpy as np
 
@@ -27,13 +30,18 @@ def _syllables(rng: np.random.Generator, count: int) -> str:
     return "".join(parts)
 
 
+def _alike(a: str, b: str) -> bool:
+    """Names too close to tell apart at a glance (``Drafis``/``Drafus``): difflib similarity of 0.8 or more."""
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.8
+
+
 def _unique(rng: np.random.Generator, count: int, make, taken: set[str]) -> list[str]:
     names: list[str] = []
     for _ in range(count * 200):
         if len(names) == count:
             return names
         name = make(rng).capitalize()
-        if name.lower() not in taken:
+        if name.lower() not in taken and not any(_alike(name, other) for other in names):
             taken.add(name.lower())
             names.append(name)
     raise RuntimeError(f"the name generator ran out of names after {len(names)} of {count}")

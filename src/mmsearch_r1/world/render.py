@@ -205,3 +205,19 @@ def render_entity(world: "World", entity: "Entity", rng: np.random.Generator, si
     True
     """
     return render_signature(entity.signature, rng, size or world.render.image_size, world.render)
+
+
+def contact_sheet(world: "World", seed: int = 0, columns: int = 8, size: int | None = None) -> Image.Image:
+    """One rendering of every entity, in world order, ``columns`` per row, each captioned with its name and group."""
+    side = size or world.render.image_size
+    caption = 24
+    rows = -(-len(world.entities) // columns)
+    sheet = Image.new("RGB", (columns * side * 2, rows * (side * 2 + caption)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, entity in enumerate(world.entities):
+        x, y = (i % columns) * side * 2, (i // columns) * (side * 2 + caption)
+        image = render_entity(world, entity, np.random.default_rng([seed, i]), side)
+        sheet.paste(image.resize((side * 2, side * 2), Image.Resampling.NEAREST), (x, y))
+        draw.text((x + 2, y + side * 2 + 1), entity.name, fill=(0, 0, 0))
+        draw.text((x + 2, y + side * 2 + 12), entity.group, fill=(90, 90, 90))
+    return sheet
