@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from mmsearch_r1.world.names import city_names, entity_names
 from mmsearch_r1.world.render import choose_signatures, render_entity
 from mmsearch_r1.world.schema import GROUPS, Attribute, Entity, Fact, QuestionTemplate, RenderSettings, World
 from mmsearch_r1.world.vocab import ATTRIBUTES, CHRONICLE_INTRO, FILLER_SENTENCES, GUIDE_SENTENCES, NAME_SENTENCES
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmsearch_r1.world.pages import WorldPage
 
 # One random stream per purpose, so that changing one part of the world leaves the others as they were.
 STREAM_NAMES, STREAM_CITIES, STREAM_GROUPS, STREAM_FACTS, STREAM_SIGNATURES, STREAM_PAGES, STREAM_THUMBNAILS = range(1, 8)
@@ -106,8 +112,8 @@ def generate_world(seed: int = 0, size: str | None = None, cfg: WorldConfig | No
     names = entity_names(_rng(seed, STREAM_NAMES), n, taken)
     # Groups are dealt round-robin over a shuffled order: sizes differ by at most one.
     group_names = list(GROUPS)
-    order = _rng(seed, STREAM_GROUPS).permutation(n)
-    groups = [group_names[int(np.where(order == i)[0][0]) % len(group_names)] for i in range(n)]
+    position = np.argsort(_rng(seed, STREAM_GROUPS).permutation(n))
+    groups = [group_names[int(p) % len(group_names)] for p in position]
     signatures = choose_signatures(_rng(seed, STREAM_SIGNATURES), n)
     facts = _facts(_rng(seed, STREAM_FACTS), attributes, groups, cfg.min_facts, cfg.max_facts)
     entities = [Entity(names[i], groups[i], signatures[i], facts[i]) for i in range(n)]
@@ -121,7 +127,7 @@ def generate_world(seed: int = 0, size: str | None = None, cfg: WorldConfig | No
 # --- writing a world folder ------------------------------------------------------------------------
 
 
-def thumbnail_items(world: World, pages: list, per_entity: int) -> list[tuple[str, "object", str, str]]:
+def thumbnail_items(world: World, pages: list["WorldPage"], per_entity: int) -> list[tuple[str, "Image.Image", str, str]]:
     """(file name, image, title, url) of every thumbnail: per entity, renderings linked in turn to its pages."""
     by_entity: dict[str, list] = {}
     for page in pages:
