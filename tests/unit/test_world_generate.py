@@ -172,7 +172,7 @@ def test_heldout_questions_use_only_heldout_templates():
     assert [s.id for s in heldout] == [f"world-heldout-{i:05d}" for i in range(len(heldout))]
 
 
-def test_any_seed_gives_a_well_formed_world():
+def test_any_seed_and_size_gives_a_well_formed_world():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -184,6 +184,6 @@ def test_any_seed_gives_a_well_formed_world():
         sizes = [len(world.in_group(g)) for g in GROUPS]
         assert max(sizes) - min(sizes) <= 1
         assert len({(e.signature.colour, e.signature.accent) for e in world.entities}) == entities
-        assert world.to_json() == generate_world(seed, cfg=WorldConfig(entities=entities)).to_json()
+        assert all(3 <= len(e.facts) <= 5 for e in world.entities)
 
     check()

@@ -32,7 +32,9 @@ def _syllables(rng: np.random.Generator, count: int) -> str:
 
 def _alike(a: str, b: str) -> bool:
     """Names too close to tell apart at a glance (``Drafis``/``Drafus``): difflib similarity of 0.8 or more."""
-    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.8
+    matcher = difflib.SequenceMatcher(None, a.lower(), b.lower())
+    # The cheap upper bounds first, as difflib.get_close_matches does; same answer as ratio() alone.
+    return matcher.real_quick_ratio() >= 0.8 and matcher.quick_ratio() >= 0.8 and matcher.ratio() >= 0.8
 
 
 def _unique(rng: np.random.Generator, count: int, make, taken: set[str]) -> list[str]:
