@@ -101,7 +101,7 @@ def main() -> None:
             sequential_s += timed(lambda: run([sample]))[1]
         raw_tokens, raw_s = raw_generate(policy, engine, samples, args.max_new_tokens, args.seed)
 
-    sampled = sum(sum(t.loss_mask) for t in batched)
+    sampled = sum(t.meta["sampled_tokens"] for t in batched)  # what generate sampled, before retokenization
     turns = sum(len(t.actions) for t in batched)
     rollout_rate, raw_rate = sampled / batched_s, raw_tokens / raw_s
     print(f"model: tiny Qwen2.5-VL, {model_note}; {args.episodes} episodes; max_new_tokens {args.max_new_tokens}; "

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from mmsearch_r1.config import ProtocolConfig
     from mmsearch_r1.data import VQASample
+    from mmsearch_r1.engines.chat import EncodedSpan
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.tools.base import ImageHit, TextHit, Toolbox
 
@@ -86,6 +87,7 @@ class Episode:
     final_answer: str | None = None
     tool_failures: int = 0
     retokenized_turns: int = 0
+    sampled_tokens: int = 0
 
     @property
     def done(self) -> bool:
@@ -94,10 +96,9 @@ class Episode:
     def context(self) -> Context:
         return Context(self.messages, self.images, self.tokens)
 
-    def add_given(self, engine: Engine, added: list[Message], new_images: Sequence["Image.Image"]) -> None:
-        """Append messages the environment gives (prompt, feedback) and their tokens, all masked out."""
-        if engine.encoder is not None:
-            span = engine.encoder.given_span(self.messages, added, new_images)
+    def add_given(self, added: list[Message], new_images: Sequence["Image.Image"], span: "EncodedSpan | None") -> None:
+        """Append messages the environment gives (prompt, feedback) and their tokens (``span``), all masked out."""
+        if span is not None:
             if self.tokens is None:
                 self.tokens = TokenizedContext([])
             self.tokens.token_ids.extend(span.token_ids)
@@ -113,6 +114,7 @@ class Episode:
         self.messages.append(Message("assistant", [turn.text]))
         self.finish_reasons.append(turn.finish_reason)
         self.retokenized_turns += int(turn.retokenized)
+        self.sampled_tokens += turn.sampled_tokens
         if self.tokens is not None:
             self.tokens.token_ids.extend(turn.token_ids)
             self.loss_mask.extend(turn.loss_mask)
@@ -125,7 +127,7 @@ class Episode:
         meta = {
             "workflow": workflow, "index_in_group": self.index_in_group, "data_source": sample.data_source,
             "category": sample.category, "search_need": sample.search_need, "finish_reasons": self.finish_reasons,
-            "retokenized_turns": self.retokenized_turns,
+            "retokenized_turns": self.retokenized_turns, "sampled_tokens": self.sampled_tokens,
         }
         if self.tokens is None:
             meta["turn_logprobs"] = self.turn_logprobs
@@ -136,6 +138,16 @@ class Episode:
             image_searches=self.budget.image_searches, text_searches=self.budget.text_searches,
             tool_failures=self.tool_failures, final_answer=self.final_answer, gold_answers=list(sample.answers), meta=meta,
         )
+
+
+def give(engine: Engine, episodes: Sequence[Episode], added: Sequence[list[Message]], new_images: Sequence[Sequence["Image.Image"]]) -> None:
+    """Append given messages to several episodes, encoding all their spans in one processor call."""
+    spans: list = [None] * len(episodes)
+    if engine.encoder is not None and episodes:
+        texts = [engine.encoder.given_text(e.messages, a) for e, a in zip(episodes, added)]
+        spans = engine.encoder.encode_texts(texts, new_images)
+    for episode, messages, images, span in zip(episodes, added, new_images, spans):
+        episode.add_given(messages, images, span)
 
 
 # --- workflows ------------------------------------------------------------------------------------
@@ -262,10 +274,10 @@ def rollout(
     if workflow == "rag":
         calls = [_SearchCall(e, ImageSearchCall()) for e in episodes]
         image_results = run_searches(calls, toolbox, protocol)
-    for episode, result in zip(episodes, image_results):
-        messages, images = _opening(episode, workflow, templates, result)
-        episode.add_given(engine, messages, images)
-        if workflow == "rag":
+    openings = [_opening(e, workflow, templates, result) for e, result in zip(episodes, image_results)]
+    give(engine, episodes, [messages for messages, _ in openings], [images for _, images in openings])
+    if workflow == "rag":
+        for episode, result in zip(episodes, image_results):
             episode.budget.image_searches = 1
             episode.tool_failures += int(isinstance(result, ToolError))
 
@@ -286,13 +298,14 @@ def rollout(
                     episode.final_answer = action.text
                 elif episode.end_reason is None:
                     calls.append(_SearchCall(episode, action))
+            feedback = []
             for call, result in zip(calls, run_searches(calls, toolbox, protocol)):
                 if isinstance(call.action, ImageSearchCall):
                     call.episode.budget.image_searches += 1
                 else:
                     call.episode.budget.text_searches += 1
-                message, thumbnails = _feedback(call, result, templates)
-                call.episode.add_given(engine, [message], thumbnails)
+                feedback.append(_feedback(call, result, templates))
+            give(engine, [c.episode for c in calls], [[message] for message, _ in feedback], [images for _, images in feedback])
             bar.advance(sum(e.done for e in live))
     return [e.to_trajectory(workflow) for e in episodes]
 

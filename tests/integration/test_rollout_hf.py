@@ -198,6 +198,7 @@ def test_sampled_spans_hold_no_special_token_but_the_end_of_turn(policy, toolbox
         assert not suppressed & set(sampled)
         assert t.token_ids[-1] == engine.encoder.end_of_turn_id
         assert len(t.token_ids) == len(t.loss_mask) == len(t.logprobs)
+        assert t.meta["sampled_tokens"] == sum(t.loss_mask) > 0
 
 
 def test_greedy_turns_are_the_same_whatever_the_seed(policy, toolbox):

@@ -69,6 +69,7 @@ class GeneratedTurn:
     loss_mask: list[int] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
     retokenized: bool = False  # the sampled ids were replaced by the canonical encoding of their text
+    sampled_tokens: int = 0  # tokens the engine sampled for this turn (before any retokenization)
 
 
 class Engine(ABC):

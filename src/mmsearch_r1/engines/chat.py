@@ -71,34 +71,48 @@ class ChatEncoder:
 
     # --- spans ---------------------------------------------------------------------------------------
 
-    def encode_text(self, text: str, images: Sequence["Image.Image"] = ()) -> EncodedSpan:
-        """Encode chat-template text; each image placeholder in it is expanded for the matching image."""
-        kwargs: dict[str, Any] = {"add_special_tokens": False, "return_tensors": "pt"}
-        if images:
-            encoded = self.processor(text=[text], images=list(images), **kwargs)
+    def encode_texts(self, texts: Sequence[str], images: Sequence[Sequence["Image.Image"]]) -> list[EncodedSpan]:
+        """Encode chat-template texts in one processor call; ``images[i]`` fills the placeholders of ``texts[i]``."""
+        kwargs: dict[str, Any] = {"add_special_tokens": False, "return_tensors": "pt", "padding": True}
+        flat = [image for per in images for image in per]
+        if flat:
+            encoded = self.processor(text=list(texts), images=flat, **kwargs)
             counts = encoded["image_grid_thw"].prod(-1).tolist()
             pixel_values = list(encoded["pixel_values"].split(counts, dim=0))
             grids = list(encoded["image_grid_thw"])
         else:
-            encoded = self.tokenizer([text], **kwargs)
+            encoded = self.tokenizer(list(texts), **kwargs)
             pixel_values, grids = [], []
-        return EncodedSpan(encoded["input_ids"][0].tolist(), pixel_values, grids)
+        spans, first = [], 0
+        for row, per in enumerate(images):
+            ids = encoded["input_ids"][row][encoded["attention_mask"][row].bool()].tolist()
+            spans.append(EncodedSpan(ids, pixel_values[first: first + len(per)], grids[first: first + len(per)]))
+            first += len(per)
+        return spans
 
-    def given_span(self, before: Sequence["Message"], added: Sequence["Message"], new_images: Sequence["Image.Image"]) -> EncodedSpan:
-        """The tokens between ``before`` (empty, or ending with a sampled assistant turn) and the next generation prompt.
+    def encode_text(self, text: str, images: Sequence["Image.Image"] = ()) -> EncodedSpan:
+        """Encode chat-template text; each image placeholder in it is expanded for the matching image."""
+        return self.encode_texts([text], [images])[0]
 
-        ``added`` are the new non-assistant messages and ``new_images`` the images they introduce, in order.
-        The span ends with the assistant generation prompt (``<|im_start|>assistant\\n`` for ChatML).
+    def given_text(self, before: Sequence["Message"], added: Sequence["Message"]) -> str:
+        """The text between ``before`` (empty, or ending with a sampled assistant turn) and the next generation prompt.
+
+        ``added`` are the new non-assistant messages. The text ends with the assistant generation prompt
+        (``<|im_start|>assistant\\n`` for ChatML).
         """
         full = self.render([*before, *added], generation_prompt=True)
         if not before:
-            return self.encode_text(full, new_images)
+            return full
         prefix = self.render(before, generation_prompt=False)
         cut = prefix.rfind(END_OF_TURN)
         if cut < 0:
             raise EngineError(f"the chat template does not end an assistant turn with {END_OF_TURN}; use a ChatML template.")
         tail = prefix[cut + len(END_OF_TURN):]  # what the template writes after the end-of-turn token
-        return self.encode_text(tail + self._suffix(prefix, full), new_images)
+        return tail + self._suffix(prefix, full)
+
+    def given_span(self, before: Sequence["Message"], added: Sequence["Message"], new_images: Sequence["Image.Image"]) -> EncodedSpan:
+        """The tokens of ``given_text`` with ``new_images`` (the images ``added`` introduces, in order)."""
+        return self.encode_text(self.given_text(before, added), new_images)
 
     def assistant_span(self, before: Sequence["Message"], text: str) -> list[int]:
         """The canonical ids of an assistant turn with ``text`` after ``before``, through its end-of-turn token."""
@@ -111,8 +125,3 @@ class ChatEncoder:
         if cut < 0:
             raise EngineError(f"the chat template does not end an assistant turn with {END_OF_TURN}; use a ChatML template.")
         return self.encode_text(delta[: cut + len(END_OF_TURN)]).token_ids
-
-    def mm_token_type_ids(self, token_ids: Sequence[int]) -> list[int]:
-        """1 on image placeholder tokens, 0 elsewhere (what Qwen2.5-VL's 3-D rope index needs)."""
-        image = self.image_token_id
-        return [1 if t == image else 0 for t in token_ids]

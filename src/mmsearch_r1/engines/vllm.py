@@ -86,7 +86,7 @@ class VLLMEngine(Engine):
         mask = [1] * len(ids)
         if not stopped:
             ids, logprobs, mask = ids + [eot], logprobs + [0.0], mask + [0]
-        turn = GeneratedTurn(text, ids, logprobs, mask, "stop" if stopped else "length")
+        turn = GeneratedTurn(text, ids, logprobs, mask, "stop" if stopped else "length", sampled_tokens=sum(mask))
         if self.canonical_tokens:
             canonical = self.encoder.assistant_span(context.messages, text)
             if canonical != ids:
