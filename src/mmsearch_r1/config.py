@@ -14,6 +14,7 @@ mmsearch_r1.errors.ConfigError: unknown config key `reward.serch_penalty`; known
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -88,7 +89,16 @@ def _build_config_class() -> type[Section]:
     return create_model("Config", __base__=Section, __doc__="The whole configuration of a run.", **fields)
 
 
-Config = _build_config_class()
+@functools.cache
+def config_class() -> type[Section]:
+    """The ``Config`` model, built on first use so that section modules can import ``Section`` from here."""
+    return _build_config_class()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Config":
+        return config_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -145,15 +155,16 @@ def _explain(error: ValidationError, model: type[BaseModel]) -> str:
     return f"config key `{key}` {message} (got {first.get('input')!r})."
 
 
-def validate_config(data: dict) -> Config:
+def validate_config(data: dict) -> Any:
     """Build a ``Config`` from plain data, turning pydantic's report into one ``ConfigError`` sentence."""
+    model = config_class()
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_explain(error, Config)) from None
+        raise ConfigError(_explain(error, model)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
     """Load a TOML config file (or the defaults when ``path`` is None) and apply dotted overrides."""
     data: dict = {}
     if path is not None:
@@ -183,8 +194,9 @@ def save_config(cfg: BaseModel, out_dir: str | Path, name: str = "config.toml") 
     return target
 
 
-def describe(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def describe(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """Rows (dotted key, type, default, description) for every leaf field, for ``mmsearch-r1 config docs``."""
+    model = model or config_class()
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"

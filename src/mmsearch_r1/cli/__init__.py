@@ -18,9 +18,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from mmsearch_r1.cli import common, data, evaluate, rollout, tools, train, world
+    from mmsearch_r1.cli import common, data, demo, evaluate, rollout, tools, train, world
 
-    for module in (common, data, tools, world, rollout, train, evaluate):
+    for module in (demo, world, data, tools, rollout, train, evaluate, common):
         module.register(app)
 
 

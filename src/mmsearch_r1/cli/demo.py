@@ -1,0 +1,74 @@
+"""``mmsearch-r1 demo`` and ``mmsearch-r1 balance``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmsearch_r1.cli.common import ConfigOption, SetOption
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every stage's outputs; a second run reuses finished stages."),
+    size: str = typer.Option("default", "--size", help="default: the full demo (about 10-15 minutes on 2 CPU cores); small: a quick check."),
+    ablations: bool = typer.Option(False, "--ablations", help="Also run GRPO without the search penalty, GRPO on search-required data only, and SFT on oracle trajectories."),
+    config: Optional[Path] = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """World -> pretraining -> search balancing -> GRPO -> evaluation: a tiny model learns when to search.
+
+    Writes OUT/results.json and OUT/results.md (accuracy and search ratios of direct, RAG, the pretrained
+    model, the oracle and the trained on-demand model, on in-domain and held-out tests), plots and trajectory
+    viewers. Without --config it uses the packaged demo configuration for the chosen size.
+    """
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.demo import demo_config_path, run_demo
+    from mmsearch_r1.errors import ConfigError
+
+    if size not in ("default", "small"):
+        raise ConfigError(f"--size must be default or small, not {size!r}.")
+    cfg = load_config(config or demo_config_path(size), set_ or [])
+    results = run_demo(cfg, out, ablations=ablations)
+    typer.echo(f"results: {results} (table: {results.with_suffix('.md')})")
+
+
+def balance(
+    model: Path = typer.Option(..., "--model", "-m", help="Policy folder (the pretrained model)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Candidate questions (veRL/FVQA Parquet)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.parquet (balanced), labelled.parquet, balance.json."),
+    world: Optional[Path] = typer.Option(None, "--world", "-w", help="Demo world folder whose indexes serve as the search tools (else tools.* in the config)."),
+    config: Optional[Path] = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Label each question search_free or search_required from the model's own success, and sample a balanced set.
+
+    The model answers every question balance.k times without search and (where that fails) with search;
+    the balanced set mixes the labels at balance.free_share (default 1 free : 2 required).
+    """
+    import json
+
+    from mmsearch_r1.cli.common import load
+    from mmsearch_r1.config import save_config
+    from mmsearch_r1.data import read_parquet, write_parquet
+    from mmsearch_r1.data.balance import balance as run_balance
+    from mmsearch_r1.demo import hf_engine, world_toolbox
+    from mmsearch_r1.tools import build_toolbox
+
+    cfg = load(config, set_)
+    toolbox = world_toolbox(world, cfg) if world else build_toolbox(cfg.tools)
+    result = run_balance(read_parquet(data), hf_engine(model, cfg), toolbox, cfg.balance, protocol=cfg.protocol,
+                         max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match, seed=cfg.seed, progress=True)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    write_parquet(result.labelled, out / "labelled.parquet")
+    write_parquet(result.selected, out / "train.parquet")
+    summary = result.summary()
+    (out / "balance.json").write_text(json.dumps(summary, indent=1) + "\n")
+    typer.echo(json.dumps(summary, indent=1))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+    app.command("balance")(balance)
