@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-import mmsearch_r1.config  # noqa: F401  (the config tree must load before its sections: it imports them itself)
 from mmsearch_r1.errors import ConfigError
 from mmsearch_r1.world.config import WorldConfig
 from mmsearch_r1.world.names import city_names, entity_names
