@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=None, help="Work folder (default: a temporary one).")
+    parser.add_argument("--reuse", action="store_true", help="Reuse the indexes already in --dir (measure queries only).")
     args = parser.parse_args()
 
     from PIL import Image
@@ -104,8 +106,10 @@ def main() -> None:
 
     # --- text ---
     pages = list(make_pages(args.pages))
+    reuse = args.reuse and (work / "text" / "index.json").is_file() and (work / "image" / "index.json").is_file()
     start = time.perf_counter()
-    build_text_index(pages, work / "text")
+    if not reuse:
+        build_text_index(pages, work / "text")
     text_build = time.perf_counter() - start
     text = LocalTextSearch(work / "text")
     queries = [" ".join(rng.sample(rng.choice(pages)["text"].rstrip(".").split(), 3)) for _ in range(args.queries)]
@@ -115,7 +119,8 @@ def main() -> None:
 
     # --- image ---
     start = time.perf_counter()
-    build_image_index(((draw_thumbnail(i), f"item {i}", f"https://bench.example/img/{i}") for i in range(args.images)), work / "image")
+    if not reuse:
+        build_image_index(((draw_thumbnail(i), f"item {i}", f"https://bench.example/img/{i}") for i in range(args.images)), work / "image")
     image_build = time.perf_counter() - start
     image = LocalImageSearch(work / "image")
     targets = [rng.randrange(args.images) for _ in range(args.queries)]
@@ -126,6 +131,7 @@ def main() -> None:
     found = sum(image.search(p, 1)[0].url.endswith(f"/{i}") for p, i in zip(probes[:100], targets[:100]))
 
     # --- cache hits ---
+    shutil.rmtree(work / "cache", ignore_errors=True)
     cache = SearchCache(work / "cache")
     cached_text, cached_image = CachedTextSearch(text, cache), CachedImageSearch(image, cache)
     for q in queries:
@@ -143,8 +149,11 @@ def main() -> None:
     server.stop()
 
     print(f"\n{args.pages} pages, {args.images} thumbnails, {args.queries} queries each\n")
-    print(f"{'text index build':<34} {text_build:8.1f} s   ({args.pages / text_build:,.0f} pages/s)")
-    print(f"{'image index build (embedding incl.)':<34} {image_build:8.1f} s   ({args.images / image_build:,.0f} images/s)")
+    if reuse:
+        print("index builds: skipped (--reuse)")
+    else:
+        print(f"{'text index build':<34} {text_build:8.1f} s   ({args.pages / text_build:,.0f} pages/s)")
+        print(f"{'image index build (embedding incl.)':<34} {image_build:8.1f} s   ({args.images / image_build:,.0f} images/s)")
     report("text query (BM25 + summaries)", text_ms, 10)
     report("image query (embed + faiss)", image_ms, 10)
     report("text cache hit", text_hit_ms, 1)
