@@ -40,6 +40,7 @@ class FakeWeb(BaseHTTPRequestHandler):
 
     counts: dict = {}
     seen_keys: list = []
+    seen_hosts: list = []
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -65,6 +66,7 @@ class FakeWeb(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         behaviour = parts.path.strip("/").split("/")[0]
         FakeWeb.counts[behaviour] = FakeWeb.counts.get(behaviour, 0) + 1
+        FakeWeb.seen_hosts.append(self.headers.get("Host"))
         if "api_key" in query:
             FakeWeb.seen_keys.append(query["api_key"])
         host = f"http://127.0.0.1:{self.server.server_port}"
@@ -149,6 +151,16 @@ def test_redirects_are_followed_and_checked_at_every_hop(server):
     assert b"capital of Zorblax" in client.fetch(f"{server}/redirect-ok").body
     with pytest.raises(ToolRefusedTarget, match="10.1.2.3"):
         client.fetch(f"{server}/redirect-private")
+
+
+def test_fetch_connects_to_the_checked_address(server):
+    # "pinned.test" exists only in this resolver: the fetch can only succeed by connecting to the address
+    # the check approved, not by resolving the name a second time.
+    port = server.rsplit(":", 1)[1]
+    client = WebClient("test", tools_cfg(server).web, resolver={"pinned.test": ["127.0.0.1"]}.__getitem__)
+    response = client.fetch(f"http://pinned.test:{port}/page/pinned")
+    assert b"capital of Zorblax" in response.body and response.url == f"http://pinned.test:{port}/page/pinned"
+    assert FakeWeb.seen_hosts[-1] == f"pinned.test:{port}"
 
 
 def test_schemes_and_private_dns_answers_are_refused():

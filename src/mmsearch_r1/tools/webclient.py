@@ -8,9 +8,9 @@ Two kinds of request:
              each redirect hop checked again, loopback only when ``allow_loopback`` is set (for tests).
 
 The target check resolves the host and refuses when any of its addresses is private, loopback, link-local,
-multicast, reserved or unspecified. The connection itself resolves the name again, so a DNS server that
-answers differently a millisecond later (DNS rebinding) is not caught; run the fetcher behind an egress
-firewall where that matters.
+multicast, reserved or unspecified; the request then connects to the checked address itself (Host header
+and TLS SNI keep the original name), so a DNS server that answers differently a moment later (DNS
+rebinding) cannot steer the connection elsewhere.
 """
 
 from __future__ import annotations
@@ -125,8 +125,9 @@ def address_allowed(address: str, allow_loopback: bool) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_unspecified)
 
 
-def check_target(url: str, allow_loopback: bool, resolver: Resolver = system_resolver) -> None:
-    """Raise ``ToolRefusedTarget`` unless ``url`` is http(s) and every address of its host is allowed."""
+def check_target(url: str, allow_loopback: bool, resolver: Resolver = system_resolver) -> list[str]:
+    """Raise ``ToolRefusedTarget`` unless ``url`` is http(s) and every address of its host is allowed;
+    return those addresses."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ToolRefusedTarget(f"refused to fetch a {parts.scheme or 'schemeless'} URL; only http and https are fetched.")
@@ -140,6 +141,26 @@ def check_target(url: str, allow_loopback: bool, resolver: Resolver = system_res
     for address in addresses:
         if not address_allowed(address, allow_loopback):
             raise ToolRefusedTarget(f"refused to fetch from {host}: it resolves to the non-public address {address}.")
+    return addresses
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict, dict]:
+    """(url, headers, extensions) that connect to the checked ``address`` while naming the original host.
+
+    The Host header keeps virtual hosting working and the ``sni_hostname`` extension keeps TLS SNI and
+    certificate checks on the original name, so a second DNS answer cannot redirect the connection.
+    ``Connection: close``: a pooled connection to this address, opened for another name, is never reused.
+
+    >>> pinned_request("https://example.org:8443/a?b=1", "93.184.216.34")
+    ('https://93.184.216.34:8443/a?b=1', {'Host': 'example.org:8443', 'Connection': 'close'}, {'sni_hostname': 'example.org'})
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal + (f":{parts.port}" if parts.port else "")
+    headers = {"Host": host + (f":{parts.port}" if parts.port else ""), "Connection": "close"}
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), headers, extensions
 
 
 # --- the client ----------------------------------------------------------------------------------
@@ -194,8 +215,9 @@ class WebClient:
 
     def _follow(self, url: str) -> Response:
         for _ in range(self.web.max_redirects + 1):
-            check_target(url, self.web.allow_loopback, self.resolver)
-            response = self._send("GET", url, {})
+            addresses = check_target(url, self.web.allow_loopback, self.resolver)
+            target, headers, extensions = pinned_request(url, addresses[0])
+            response = self._send("GET", target, {"headers": headers, "extensions": extensions}, shown_url=url)
             if response.status not in REDIRECTS:
                 return response
             if not response.location:
@@ -234,22 +256,24 @@ class WebClient:
             return self._fail(ToolBadResponse, f"{host} answered HTTP {response.status}.")
         return response
 
-    def _send(self, method: str, url: str, kwargs: dict) -> Response:
-        """Send one request and read at most ``max_response_bytes`` of its body."""
+    def _send(self, method: str, url: str, kwargs: dict, shown_url: str | None = None) -> Response:
+        """Send one request and read at most ``max_response_bytes`` of its body (``shown_url``: the URL
+        to report, when ``url`` is its address-pinned form)."""
         limit = self.web.max_response_bytes
+        shown = shown_url or url
         with self._client.stream(method, url, **kwargs) as response:
             if response.status_code in REDIRECTS:
-                return Response(response.status_code, "", b"", url, location=response.headers.get("location", ""))
+                return Response(response.status_code, "", b"", shown, location=response.headers.get("location", ""))
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > limit:
-                raise self._fail(ToolBadResponse, f"the answer from {urlsplit(url).hostname} is {declared} bytes, over the {limit}-byte cap.")
+                raise self._fail(ToolBadResponse, f"the answer from {urlsplit(shown).hostname} is {declared} bytes, over the {limit}-byte cap.")
             chunks, size = [], 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > limit:
-                    raise self._fail(ToolBadResponse, f"the answer from {urlsplit(url).hostname} exceeds the {limit}-byte cap.")
+                    raise self._fail(ToolBadResponse, f"the answer from {urlsplit(shown).hostname} exceeds the {limit}-byte cap.")
                 chunks.append(chunk)
-            return Response(response.status_code, response.headers.get("content-type", ""), b"".join(chunks), url)
+            return Response(response.status_code, response.headers.get("content-type", ""), b"".join(chunks), shown)
 
 
 def _retryable(error: ToolError) -> ToolError:
