@@ -178,23 +178,31 @@ def test_schemes_and_private_dns_answers_are_refused():
         check_target("http://10.0.0.1/", True, resolve)  # allow_loopback opens loopback only
 
 
-@pytest.mark.parametrize(
-    "behaviour, error, message",
-    [
-        ("slow", ToolTimeout, "did not answer"),
-        ("limited", ToolRateLimited, "429"),
-        ("broken", ToolBadResponse, "HTTP 500"),
-        ("malformed", ToolBadResponse, "malformed JSON"),
-        ("huge", ToolBadResponse, "cap"),
-        ("apierror", ToolBadResponse, "answered with an error"),
-    ],
-)
-def test_failures_become_typed_errors_without_the_key(server, behaviour, error, message, caplog):
+FAILURES = [
+    ("slow", ToolTimeout, "did not answer"),
+    ("limited", ToolRateLimited, "429"),
+    ("broken", ToolBadResponse, "HTTP 500"),
+    ("malformed", ToolBadResponse, "malformed JSON"),
+    ("huge", ToolBadResponse, "cap"),
+    ("apierror", ToolBadResponse, "answered with an error"),  # SerpAPI's error shape; SearXNG has none
+]
+CASES = [(backend, *failure) for backend in ("google", "lens", "searxng") for failure in FAILURES if not (backend == "searxng" and failure[0] == "apierror")]
+
+
+@pytest.mark.parametrize("backend, behaviour, error, message", CASES)
+def test_failures_become_typed_errors_without_the_key(server, backend, behaviour, error, message, caplog):
     caplog.set_level(logging.DEBUG)
     FakeWeb.counts.pop(behaviour, None)
     cfg = tools_cfg(server, behaviour, max_response_bytes=1_000_000)
+    image = Image.new("RGB", (8, 8), "red")
+    image.info["url"] = "https://images.example.org/q.png"
+    call = {
+        "google": lambda: SerpApiGoogle(cfg).search("q", k=3),
+        "lens": lambda: SerpApiLens(cfg).search(image, k=3),
+        "searxng": lambda: SearxngSearch(cfg).search("q", k=3),
+    }[backend]
     with pytest.raises(error, match=message) as raised:
-        SerpApiGoogle(cfg).search("q", k=3)
+        call()
     assert KEY not in str(raised.value)
     assert KEY not in caplog.text
     retried = behaviour in ("slow", "limited", "broken")
