@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmsearch_r1.errors import ConfigError, ToolBadResponse, ToolError
+from mmsearch_r1.errors import DataError, ToolBadResponse, ToolError
 from mmsearch_r1.tools.base import ImageHit, ImageSearch, TextHit, TextSearch
 from mmsearch_r1.tools.summary import extractive_summary
 from mmsearch_r1.tools.webclient import Resolver, WebClient, redact, secret_from_env, system_resolver
@@ -232,11 +232,8 @@ class SerpApiLens(_SerpApi, ImageSearch):
             if url.startswith("data:image/") and ";base64," in url:
                 return decode_image(base64.b64decode(url.split(",", 1)[1]), "a Lens thumbnail")
             return decode_image(self.fetcher.fetch(url).body, "a Lens thumbnail")
-        except (ToolError, ConfigError, ValueError) as error:
+        except (ToolError, DataError, ValueError) as error:  # a broken thumbnail costs one hit, not the search
             log.info("thumbnail not used: %s", error)
-            return None
-        except Exception as error:  # a broken image must cost one hit, not the whole search
-            log.info("thumbnail not used: %s", type(error).__name__)
             return None
 
     def search(self, image: "Image.Image", k: int = 5) -> list[ImageHit]:
