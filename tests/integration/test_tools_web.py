@@ -102,6 +102,7 @@ class FakeWeb(BaseHTTPRequestHandler):
         if query.get("engine") == "google_lens":
             rows = [{"title": f"Match {c}", "link": f"https://example.org/{c}", "thumbnail": f"{host}/thumb/{c}.png"} for c in ("red", "green", "blue")]
             rows.insert(1, {"title": "bad thumb", "link": "https://example.org/bad", "thumbnail": "http://10.0.0.7/t.png"})
+            rows.insert(2, {"title": "not an image", "link": "https://example.org/html", "thumbnail": f"{host}/page/not-an-image"})
             rows.append({"title": "inline", "link": "https://example.org/inline", "thumbnail": "data:image/png;base64," + __import__("base64").b64encode(png("white")).decode()})
             return self.send(200, json.dumps({"visual_matches": rows, "image_url": query["url"]}).encode())
         if parts.path.endswith("/search") and query.get("format") == "json":
