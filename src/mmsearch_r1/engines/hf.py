@@ -178,7 +178,7 @@ class HFEngine(Engine):
         greedy = sampling.temperature <= 0
         config = GenerationConfig(
             do_sample=not greedy, temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
-            top_k=0, repetition_penalty=1.0, max_new_tokens=sampling.max_new_tokens, eos_token_id=encoder.end_of_turn_id,
+            top_k=None if greedy else 0, repetition_penalty=1.0, max_new_tokens=sampling.max_new_tokens, eos_token_id=encoder.end_of_turn_id,
             pad_token_id=encoder.pad_id, suppress_tokens=encoder.suppressed_ids or None, output_logits=True,
             return_dict_in_generate=True,
         )
