@@ -24,11 +24,12 @@ def signature(i: int, shared_palettes: bool) -> tuple[str, tuple, tuple]:
     return SHAPES[i % 7], colours[0], colours[1]
 
 
-def draw(look, seed: int, side: int = 96) -> Image.Image:
-    """One jittered rendering: background tint, shift ±8%, scale ±15%, rotation ±15°, pixel noise σ=8."""
+def draw(look, seed: int, side: int = 96, background: tuple[int, int] = (200, 256)) -> Image.Image:
+    """One jittered rendering: background colour (each channel drawn from ``background``), shift ±8%,
+    scale ±15%, rotation ±15°, pixel noise σ=8."""
     r = random.Random(seed)
     shape, c1, c2 = look
-    bg = tuple(r.randrange(200, 256) for _ in range(3))
+    bg = tuple(r.randrange(*background) for _ in range(3))
     big = 2 * side
     img = Image.new("RGB", (big, big), bg)
     d = ImageDraw.Draw(img)
@@ -59,12 +60,12 @@ def draw(look, seed: int, side: int = 96) -> Image.Image:
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def recall_at_1(shared_palettes: bool, n: int = 42, trials: int = 2) -> float:
+def recall_at_1(shared_palettes: bool, background: tuple[int, int] = (200, 256), n: int = 42, trials: int = 2) -> float:
     embedder = HandcraftedEmbedder()
-    index = embedder.embed([draw(signature(i, shared_palettes), seed=i) for i in range(n)])
+    index = embedder.embed([draw(signature(i, shared_palettes), seed=i, background=background) for i in range(n)])
     found = 0
     for t in range(trials):
-        queries = embedder.embed([draw(signature(i, shared_palettes), seed=10_000 + 1000 * t + i) for i in range(n)])
+        queries = embedder.embed([draw(signature(i, shared_palettes), seed=10_000 + 1000 * t + i, background=background) for i in range(n)])
         found += int((np.argmax(queries @ index.T, axis=1) == np.arange(n)).sum())
     return found / (n * trials)
 
@@ -74,8 +75,15 @@ def test_recall_under_jitter_with_distinct_colours():
 
 
 def test_recall_under_jitter_when_seven_shapes_share_each_palette():
-    # Colour alone cannot separate these; shape features must. Measured 0.90 on this set.
-    assert recall_at_1(shared_palettes=True) >= 0.85
+    # Colour alone cannot separate these; shape features must. Measured 0.96 on this set.
+    assert recall_at_1(shared_palettes=True) >= 0.9
+
+
+def test_recall_when_the_background_colour_changes_freely():
+    # Each rendering on a background of any colour (every channel 0-255). Measured 0.92 and 0.71; before the
+    # background was left out of the colour blocks, 0.26 and 0.20.
+    assert recall_at_1(shared_palettes=False, background=(0, 256)) >= 0.85
+    assert recall_at_1(shared_palettes=True, background=(0, 256)) >= 0.6
 
 
 def test_embeddings_are_unit_vectors_of_the_declared_size():
@@ -98,7 +106,7 @@ def test_index_round_trip_returns_thumbnails_titles_urls(tmp_path):
     items = [(draw(look, seed=i, side=300), f"Entity {i}", f"http://w/{i}") for i, look in enumerate(looks)]
     index = build_image_index(items, tmp_path / "idx", max_thumbnail_side=64)
     meta = json.loads((index / "index.json").read_text())
-    assert meta["items"] == 10 and meta["embedder"] == {"type": "handcrafted"}
+    assert meta["items"] == 10 and meta["embedder"] == {"type": "handcrafted", "version": HandcraftedEmbedder.version}
     search = LocalImageSearch(index)
     hits = search.search(draw(looks[3], seed=777), k=3)
     assert len(hits) == 3 and all(isinstance(h, ImageHit) for h in hits)
@@ -133,6 +141,8 @@ def test_bad_inputs_raise_data_errors(tmp_path):
         LocalImageSearch(tmp_path)
     with pytest.raises(Exception, match="unknown image embedder"):
         embedder_from_spec({"type": "sift"})
+    with pytest.raises(DataError, match="rebuild it"):
+        embedder_from_spec({"type": "handcrafted", "version": 1})
 
 
 def test_hnsw_index_finds_what_the_exact_index_finds(tmp_path):

@@ -1,11 +1,12 @@
 """Image embedders for the local image search: one ABC, a weight-free default and a CLIP/SigLIP one.
 
-``HandcraftedEmbedder`` (the default; no weights, numpy only) concatenates three L2-normalised blocks:
+``HandcraftedEmbedder`` (the default; no weights, numpy only) concatenates five L2-normalised blocks:
 
 1. **colour**: a hue × brightness histogram of the chromatic pixels plus a brightness histogram of the grey
    ones (HSV space, soft-binned so that a small colour shift moves mass between neighbouring bins rather than
-   out of a bin). Pixels are weighted by a centred Gaussian window, so the middle of the picture, where the
-   subject usually is, outweighs the border and background.
+   out of a bin), and the background's share. The background colour is estimated from the border and its
+   pixels are left out, so a new background does not move the vector; pixels are also weighted by a
+   centred Gaussian window, so the middle of the picture, where the subject usually is, counts most.
 2. **gradient orientation**: histograms of unsigned gradient directions, weighted by gradient magnitude, at
    two resolutions (global, so position does not matter; soft-binned, so a small rotation moves little mass).
 3. **layout**: a 6 × 6 low-resolution RGB thumbnail, mean-removed: where the colours sit, coarsely.
@@ -15,15 +16,16 @@
    the centre (radial edges of a star versus tangential edges of a disc): shape, independent of rotation.
 
 Blocks 1, 2, 4 and 5 ignore rotation, and 1 and 2 ignore position, so shifts, scale changes and small
-rotations barely move them; the blur of block 3 makes it tolerant to small shifts. Limits: it compares colours and edge statistics,
-not meaning; two different objects of the same colours and similar shapes collide, a strong change of
-lighting or hue breaks the colour block, and a large rotation (beyond about 20 degrees) or a busy background
-that fills the centre degrades it. For real photos use ``ClipEmbedder`` with a CLIP or SigLIP model folder.
+rotations barely move them; the blur of block 3 makes it tolerant to small shifts. Limits: it compares
+colours and edge statistics, not meaning; two different objects of the same colours and similar shapes
+collide; a strong change of lighting or hue breaks the colour blocks; a large rotation (beyond about 20
+degrees) degrades it; a background that is not one flat colour (a photo, a gradient, a pattern) is not
+recognised as background, and the layout block still sees it. For real photos use ``ClipEmbedder`` with a CLIP or SigLIP model folder.
 
 >>> from PIL import Image
 >>> vectors = HandcraftedEmbedder().embed([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (20, 20), "blue")])
 >>> vectors.shape, bool(abs((vectors ** 2).sum(1) - 1).max() < 1e-5)
-((2, 268), True)
+((2, 272), True)
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 SIDE = 48  # every image is resized to SIDE x SIDE before the handcrafted features
 HUE_BINS, VALUE_BINS, GREY_BINS, ORIENTATION_BINS, LAYOUT_SIDE = 12, 2, 4, 12, 6
+COLOUR_BINS = HUE_BINS * VALUE_BINS + GREY_BINS + 1  # + the background's share
 RING_EDGES = (0.0, 0.18, 0.36, 0.6)  # ring radii, in units of the side, around the centre
 RADIAL_BINS = 8
 # Relative weight of the colour, gradient, layout, ring-colour and radial-orientation blocks, chosen on
@@ -108,25 +111,46 @@ def hellinger(hist: np.ndarray) -> np.ndarray:
     return np.sqrt(hist / np.maximum(hist.sum(-1, keepdims=True), 1e-8))
 
 
-def colour_features(hsv: np.ndarray, window: np.ndarray, ring: np.ndarray, n_rings: int) -> np.ndarray:
-    """hsv: (n, s, s, 3) in [0, 1]; window: (s, s) weights; ring: (s, s) ring index of each pixel, -1 outside.
+def foreground_weights(rgb: np.ndarray, min_share: float = 0.02) -> np.ndarray:
+    """How much each pixel differs from the picture's background colour. rgb: (n, s, s, 3) in [0, 1]; returns (n, s*s) in [0, 1].
 
-    Returns (n, 1 + n_rings, HUE_BINS * VALUE_BINS + GREY_BINS): for the whole (windowed) picture and then
-    for each ring, hue histograms of the chromatic pixels (dark and bright apart) and a brightness
-    histogram of the grey ones, Hellinger-mapped.
+    The background colour is the median of a 3-pixel frame along the border; a pixel within 0.06 of it
+    (RGB distance) weighs 0, one beyond 0.18 weighs 1, linearly between. A picture with almost nothing
+    apart from its border colour (under ``min_share`` of the pixels) keeps weight 1 everywhere.
+    """
+    n = rgb.shape[0]
+    frame = np.concatenate([rgb[:, :3].reshape(n, -1, 3), rgb[:, -3:].reshape(n, -1, 3), rgb[:, :, :3].reshape(n, -1, 3), rgb[:, :, -3:].reshape(n, -1, 3)], axis=1)
+    background = np.median(frame, axis=1)
+    distance = np.linalg.norm(rgb.reshape(n, -1, 3) - background[:, None, :], axis=2)
+    weight = np.clip((distance - 0.06) / 0.12, 0, 1)
+    return np.where(weight.mean(axis=1, keepdims=True) >= min_share, weight, 1.0)
+
+
+def colour_features(hsv: np.ndarray, window: np.ndarray, ring: np.ndarray, n_rings: int, foreground: np.ndarray) -> np.ndarray:
+    """hsv: (n, s, s, 3) in [0, 1]; window: (s, s) weights; ring: (s, s) ring index of each pixel, -1 outside;
+    foreground: (n, s*s) from ``foreground_weights``.
+
+    Returns (n, 1 + n_rings, COLOUR_BINS): for the whole (windowed) picture and then for each ring, hue
+    histograms of the chromatic foreground pixels (dark and bright apart), a brightness histogram of the
+    grey foreground ones, and one bin with the background's share, Hellinger-mapped. The background's
+    colour never enters, only how much of each ring it covers (which says something about shape).
     """
     n = hsv.shape[0]
     hue, sat, val = (hsv[..., c].reshape(n, -1) for c in range(3))
     chroma = np.clip((sat - 0.12) / 0.3, 0, 1) * np.clip(val / 0.25, 0, 1)
     bright = (val >= 0.55).astype(np.int64)
     val = np.clip(val, 0, 0.999)
-    w, inside, ring_id = window.reshape(1, -1), (ring >= 0).reshape(1, -1), np.maximum(ring, 0).reshape(1, -1)
-    whole_hue = soft_histograms(hue, w * chroma, HUE_BINS, True, bright, 2).reshape(n, 1, 2 * HUE_BINS)
-    whole_grey = soft_histograms(val, w * (1 - chroma), GREY_BINS, False)
-    ring_hue = soft_histograms(hue, inside * chroma, HUE_BINS, True, ring_id * 2 + bright, 2 * n_rings).reshape(n, n_rings, 2 * HUE_BINS)
-    ring_grey = soft_histograms(val, inside * (1 - chroma), GREY_BINS, False, ring_id, n_rings)
-    hist = np.concatenate([np.concatenate([whole_hue, whole_grey], 2), np.concatenate([ring_hue, ring_grey], 2)], axis=1)
-    return hellinger(hist)
+    inside, ring_id = (ring >= 0).reshape(1, -1).astype(np.float64), np.maximum(ring, 0).reshape(1, -1)
+    w = window.reshape(1, -1)
+    whole_hue = soft_histograms(hue, w * foreground * chroma, HUE_BINS, True, bright, 2).reshape(n, 1, 2 * HUE_BINS)
+    whole_grey = soft_histograms(val, w * foreground * (1 - chroma), GREY_BINS, False)
+    whole_back = (w * (1 - foreground)).sum(axis=1).reshape(n, 1, 1)
+    ring_hue = soft_histograms(hue, inside * foreground * chroma, HUE_BINS, True, ring_id * 2 + bright, 2 * n_rings).reshape(n, n_rings, 2 * HUE_BINS)
+    ring_grey = soft_histograms(val, inside * foreground * (1 - chroma), GREY_BINS, False, ring_id, n_rings)
+    ring_back = soft_histograms(np.zeros_like(val), inside * (1 - foreground), 1, False, ring_id, n_rings)
+    whole = np.concatenate([whole_hue, whole_grey, whole_back], axis=2)
+    rings = np.concatenate([ring_hue, ring_grey, ring_back], axis=2)
+    return hellinger(np.concatenate([whole, rings], axis=1))
 
 
 def gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +212,8 @@ def combine_blocks(blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np
 class HandcraftedEmbedder(Embedder):
     """Colour, gradient-orientation, layout and ring features; no weights, a few milliseconds per image."""
 
-    dim = (HUE_BINS * VALUE_BINS + GREY_BINS) * len(RING_EDGES) + 2 * ORIENTATION_BINS + LAYOUT_SIDE**2 * 3 + (len(RING_EDGES) - 1) * RADIAL_BINS
+    dim = COLOUR_BINS * len(RING_EDGES) + 2 * ORIENTATION_BINS + LAYOUT_SIDE**2 * 3 + (len(RING_EDGES) - 1) * RADIAL_BINS
+    version = 2  # bumped whenever the features change: an index built by another version must be rebuilt
 
     def __init__(self) -> None:
         self._window = centre_window(SIDE)
@@ -216,7 +241,7 @@ class HandcraftedEmbedder(Embedder):
     def _embed_chunk(self, images: Sequence["Image.Image"]) -> np.ndarray:
         rgb, hsv, small = self._arrays(images)
         grey = rgb @ np.array([0.299, 0.587, 0.114])
-        colour = colour_features(hsv, self._window, self._ring, self._n_rings)  # whole picture, then each ring
+        colour = colour_features(hsv, self._window, self._ring, self._n_rings, foreground_weights(rgb))  # whole, then rings
         blocks = [
             colour[:, 0],
             orientation_features(grey),
@@ -227,7 +252,7 @@ class HandcraftedEmbedder(Embedder):
         return combine_blocks(blocks, BLOCK_WEIGHTS)
 
     def spec(self) -> dict:
-        return {"type": "handcrafted"}
+        return {"type": "handcrafted", "version": self.version}
 
 
 class ClipEmbedder(Embedder):
@@ -277,6 +302,8 @@ def embedder_from_spec(spec: dict | None) -> Embedder:
     """Rebuild an embedder from its ``spec()``; None gives the default handcrafted embedder."""
     kind = (spec or {"type": "handcrafted"}).get("type")
     if kind == "handcrafted":
+        if (spec or {}).get("version", HandcraftedEmbedder.version) != HandcraftedEmbedder.version:
+            raise DataError("this index was built by another version of the handcrafted embedder; rebuild it with `mmsearch-r1 index image`.")
         return HandcraftedEmbedder()
     elif kind == "clip":
         return ClipEmbedder(spec["model_dir"])
