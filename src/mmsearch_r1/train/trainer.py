@@ -64,7 +64,7 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
     policy = _load_or_build_policy(cfg, out, checkpoint, samples)
     reference = _reference_policy(cfg, out) if tc.kl_coef > 0 else None
     engine = _engine(cfg, policy)
-    toolbox = toolbox if toolbox is not None else _toolbox(cfg, out)
+    toolbox = toolbox if toolbox is not None else _toolbox(cfg)
     optimizer, scheduler = _optimizer(policy, tc)
     sampler = PromptSampler(len(samples), cfg.seed)
     start = 0
@@ -196,10 +196,12 @@ def _engine(cfg, policy: "Policy"):
     return HFEngine(policy)
 
 
-def _toolbox(cfg, out: Path) -> "Toolbox":
+def _toolbox(cfg) -> "Toolbox":
+    """The configured tools behind the search cache; the direct workflow offers none."""
     from mmsearch_r1.tools import build_toolbox
 
-    return build_toolbox(cfg.tools, cache_dir=cfg.tools.cache.dir or out / "tool_cache")
+    needed = cfg.train.workflow != "direct"
+    return build_toolbox(cfg.tools, image=needed, text=needed)
 
 
 def _optimizer(policy: "Policy", tc: "TrainConfig"):
