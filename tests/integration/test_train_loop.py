@@ -133,7 +133,7 @@ def _without_timing(rows) -> list[dict]:
 
 
 def _cli(args: list[str]) -> list[str]:
-    return [sys.executable, "-c", "from mmsearch_r1.cli import main; main()", "train", *args]
+    return [sys.executable, "-m", "mmsearch_r1", "train", *args]
 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(toy, tmp_path):

@@ -128,3 +128,21 @@ def test_train_config_bounds_and_defaults():
         load_config(None, ["train.group_size=1"])
     with pytest.raises(ConfigError, match="train.device"):
         load_config(None, ["train.device=tpu"])
+
+
+def test_demo_config_loads_and_keeps_the_published_values():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.toml")
+    assert (cfg.train.kl_coef, cfg.train.clip_ratio, cfg.engine.sampling.temperature) == (0.001, 0.2, 1.0)
+    assert (cfg.reward.search_penalty, cfg.reward.format_weight) == (0.1, 0.1)
+    assert cfg.train.data is not None and cfg.model.path is not None
+
+
+def test_train_command_help_offers_resume():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mmsearch_r1", "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "--resume" in result.stdout and "--config" in result.stdout and "metrics.jsonl" in result.stdout
