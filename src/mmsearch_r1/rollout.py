@@ -33,7 +33,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn, TokenizedContext
+from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn, TokenizedContext, run_async
 from mmsearch_r1.errors import ConfigError, ToolError
 from mmsearch_r1.protocol import (
     Answer,
@@ -219,7 +219,7 @@ def run_searches(calls: list[_SearchCall], toolbox: "Toolbox | None", protocol: 
     async def gather() -> list:
         return await asyncio.gather(*(_search(call, toolbox, protocol) for call in calls))
 
-    return asyncio.run(gather())
+    return run_async(gather)
 
 
 def _feedback(call: _SearchCall, result, templates: Templates) -> tuple[Message, list["Image.Image"]]:

@@ -195,3 +195,12 @@ def test_a_whole_rollout_through_the_server(server):
     second = server.requests[1]["messages"]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert sum(p["type"] == "image_url" for p in second[3]["content"]) == 1  # the thumbnail
+
+
+def test_generate_works_inside_a_running_event_loop(server):
+    import asyncio
+
+    async def inside():
+        return _engine(server).generate([_context()], SamplingConfig())
+
+    assert asyncio.run(inside())[0].text.endswith("</answer>")

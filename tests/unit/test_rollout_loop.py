@@ -239,3 +239,11 @@ def test_unknown_workflow_and_bad_n_are_config_errors():
         run(script(ANSWER), workflow="agentic")
     with pytest.raises(ConfigError, match="n "):
         run(script(ANSWER), n=0)
+
+
+def test_rollout_works_inside_a_running_event_loop():
+    async def inside():
+        return run(script(IMAGE, ANSWER))[0]
+
+    t = asyncio.run(inside())
+    assert (t.actions, t.image_searches, t.end_reason) == (["image_search", "answer"], 1, "answer")

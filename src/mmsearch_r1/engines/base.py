@@ -9,9 +9,10 @@ only and return text.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TypeVar
 
 from mmsearch_r1.errors import MMSearchError
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mmsearch_r1.trajectory import Message
 
 FinishReason = Literal["stop", "length"]
+T = TypeVar("T")
 
 
 class EngineError(MMSearchError):
@@ -87,3 +89,19 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release what the engine holds (connections, GPU memory). Safe to call twice."""
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine ``make()`` to completion from synchronous code, also inside a running event loop.
+
+    Rollout and the HTTP engine call this; in a notebook (where a loop already runs) the coroutine gets
+    its own loop in a worker thread instead of failing.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()

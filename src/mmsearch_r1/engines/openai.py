@@ -19,7 +19,7 @@ import io
 import os
 from typing import TYPE_CHECKING, Any
 
-from mmsearch_r1.engines.base import Context, Engine, EngineError, GeneratedTurn
+from mmsearch_r1.engines.base import Context, Engine, EngineError, GeneratedTurn, run_async
 from mmsearch_r1.trajectory import ImageRef
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class OpenAIEngine(Engine):
     def generate(self, contexts: list[Context], sampling: "SamplingConfig", *, seed: int | None = None) -> list[GeneratedTurn]:
         if not contexts:
             return []
-        return asyncio.run(self._generate(contexts, sampling, seed))
+        return run_async(lambda: self._generate(contexts, sampling, seed))
 
     # --- requests ------------------------------------------------------------------------------------
 
