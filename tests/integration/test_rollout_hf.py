@@ -206,3 +206,12 @@ def test_greedy_turns_are_the_same_whatever_the_seed(policy, toolbox):
     greedy = SamplingConfig(max_new_tokens=8, temperature=0.0)
     a, b = (_run(engine, toolbox, seed=s, sampling=greedy) for s in (1, 2))
     assert [t.token_ids for t in a] == [t.token_ids for t in b]
+
+
+@pytest.mark.parametrize("workflow, script", [("rag", [TEXT, ANSWER]), ("direct", [ANSWER])])
+def test_a_holds_in_the_rag_and_direct_workflows(policy, toolbox, workflow, script):
+    engine = ScriptedEngine(lambda c: script[sum(m.role == "assistant" for m in c.messages)], encoder=HFEngine(policy).encoder)
+    for t in _run(engine, toolbox, workflow=workflow):
+        assert t.end_reason == "answer" and t.searches == (2 if workflow == "rag" else 0)
+        assert _reencode(policy, t) == t.token_ids
+        assert t.loss_mask == _expected_mask(policy, t.token_ids, ["stop"] * len(script))
