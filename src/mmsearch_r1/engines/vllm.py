@@ -40,6 +40,14 @@ def load_processor(folder: str | Path):
     return build_processor(AutoTokenizer.from_pretrained(str(folder)), settings, _chat_template(folder))
 
 
+def _supports_logprobs_mode() -> bool:
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return "logprobs_mode" in {f.name for f in dataclasses.fields(EngineArgs)}
+
+
 class VLLMEngine(Engine):
     """Samples turns with vLLM's offline ``LLM`` from a policy folder in Hugging Face layout."""
 
@@ -50,11 +58,14 @@ class VLLMEngine(Engine):
             raise EngineError("the vllm engine needs vLLM on a GPU machine; install the gpu extra (pip install -e .[gpu]) or use engine.type=hf.") from None
         self.encoder = ChatEncoder(load_processor(model_path))
         self.canonical_tokens = cfg.canonical_tokens
-        self.llm = LLM(
+        options = dict(
             model=str(model_path), gpu_memory_utilization=cfg.vllm.gpu_memory_utilization, max_model_len=cfg.vllm.max_model_len,
             tensor_parallel_size=cfg.vllm.tensor_parallel_size, limit_mm_per_prompt={"image": cfg.vllm.max_images_per_prompt},
-            logprobs_mode="processed_logprobs", dtype=cfg.dtype or "auto",
+            dtype=cfg.dtype or "auto",
         )
+        if _supports_logprobs_mode():
+            options["logprobs_mode"] = "processed_logprobs"  # older vLLM reports raw (temperature 1) log-probs
+        self.llm = LLM(**options)
 
     def generate(self, contexts: list[Context], sampling: "SamplingConfig", *, seed: int | None = None) -> list[GeneratedTurn]:
         from vllm import SamplingParams
