@@ -146,3 +146,21 @@ def test_train_command_help_offers_resume():
     result = subprocess.run([sys.executable, "-m", "mmsearch_r1", "train", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert "--resume" in result.stdout and "--config" in result.stdout and "metrics.jsonl" in result.stdout
+
+
+def test_optional_loggers_are_import_guarded(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without(name, *args, **kwargs):
+        if name in ("wandb", "torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without)
+    with pytest.raises(ConfigError, match="train.tensorboard"):
+        MetricsLog(tmp_path, tensorboard=True)
+    with pytest.raises(ConfigError, match="train.wandb"):
+        MetricsLog(tmp_path, wandb=True)
+    MetricsLog(tmp_path).close()  # both off: nothing optional is imported
