@@ -8,10 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-# The config tree joins every section file; importing it first lets `mmsearch_r1.engines.config` be
-# imported on its own (that file needs `Section` from the tree, and the tree needs it back).
-import mmsearch_r1.config  # noqa: F401,E402
-
 if TYPE_CHECKING:
     from mmsearch_r1.engines.base import Engine
     from mmsearch_r1.engines.config import EngineConfig
