@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,web]"
+	$(BIN)/pip install -q -e ".[dev,web,dense]"
 	touch $@
 
 setup: $(VENV)/.installed
