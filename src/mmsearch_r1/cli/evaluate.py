@@ -79,7 +79,7 @@ def evaluate(
 
     from mmsearch_r1.config import save_config
     from mmsearch_r1.eval.benchmarks import load_benchmark
-    from mmsearch_r1.eval.run import EvalData, dataset_names, parse_workflows, unique_samples
+    from mmsearch_r1.eval.run import EvalData, dataset_names, limited, parse_workflows, pending, unique_samples
     from mmsearch_r1.eval.run import evaluate as run_evaluation
     from mmsearch_r1.eval.run import report
 
@@ -118,7 +118,10 @@ def evaluate(
 
         judge = LLMJudge(cfg.eval.judge, cfg.eval.judge.cache_dir or out / "judge_cache")
     try:
-        if report_only:
+        todo = pending(limited(datasets, cfg.eval.limit), workflows, out)
+        if not report_only and todo == 0:
+            console.print(f"every sample is already evaluated in {out}: scoring and reporting only")
+        if report_only or todo == 0:
             result = report(datasets, workflows, out, cfg.eval, reward_cfg=cfg.reward, judge=judge, seed=cfg.seed, progress=True)
         else:
             result = _run(cfg, datasets, workflows, out, judge, run_evaluation)

@@ -140,6 +140,11 @@ def finished_ids(path: Path) -> set[str]:
     return ids
 
 
+def pending(data: Sequence[EvalData], workflows: Sequence[str], out_dir: str | Path) -> int:
+    """How many (sample, workflow) episodes are not yet in the output folder."""
+    return sum(len({s.id for s in d.samples} - finished_ids(trajectory_file(Path(out_dir), d.name, wf))) for d in data for wf in workflows)
+
+
 # --- running -------------------------------------------------------------------------------------
 
 
