@@ -112,14 +112,18 @@ def plot_accuracy_vs_search_ratio(table: Table, path: str | Path) -> Path:
             yerr = [[m.accuracy - m.accuracy_ci[0]], [m.accuracy_ci[1] - m.accuracy]] if m.accuracy_ci else None
             ax.errorbar([m.search_ratio], [m.accuracy], xerr=xerr, yerr=yerr, fmt=markers[di % len(markers)], color=f"C{wi}",
                         capsize=3, label=wf if di == 0 else None)
-            if len(datasets) > 1:
-                ax.annotate(ds, (m.search_ratio, m.accuracy), textcoords="offset points", xytext=(5, 5), fontsize=7)
     ax.set_xlabel("search ratio")
     ax.set_ylabel("accuracy")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(title="workflow")
+    workflow_legend = ax.legend(title="workflow", loc="upper left", fontsize=8)
+    if len(datasets) > 1:  # data sets by marker shape, in a second legend
+        from matplotlib.lines import Line2D
+
+        ax.add_artist(workflow_legend)
+        shapes = [Line2D([], [], marker=markers[i % len(markers)], color="0.4", linestyle="") for i in range(len(datasets))]
+        ax.legend(shapes, datasets, title="data", loc="upper right", fontsize=8)
     ax.set_title("Accuracy against search ratio")
     figure.tight_layout()
     figure.savefig(path)
