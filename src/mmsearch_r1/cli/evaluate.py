@@ -84,6 +84,7 @@ def evaluate(
     from mmsearch_r1.eval.run import report
 
     console = Console(stderr=True)
+    console.width = max(console.width, 120)  # the results table needs the room; logs are not wrapped at 80
     overrides = list(set_ or [])
     workflows = parse_workflows(workflow)
     overrides.append(f"eval.workflows={json.dumps(workflows)}")
@@ -119,8 +120,11 @@ def evaluate(
         judge = LLMJudge(cfg.eval.judge, cfg.eval.judge.cache_dir or out / "judge_cache")
     try:
         todo = pending(limited(datasets, cfg.eval.limit), workflows, out)
+        total = sum(len(d.samples) for d in limited(datasets, cfg.eval.limit)) * len(workflows)
         if not report_only and todo == 0:
             console.print(f"every sample is already evaluated in {out}: scoring and reporting only")
+        elif not report_only:
+            console.print(f"{todo} of {total} episodes to run ({total - todo} already in {out})")
         if report_only or todo == 0:
             result = report(datasets, workflows, out, cfg.eval, reward_cfg=cfg.reward, judge=judge, seed=cfg.seed, progress=True)
         else:
