@@ -9,4 +9,3 @@
 See ``docs/evaluation.md``.
 """
 
-import mmsearch_r1.config  # noqa: E402,F401  (joins the config sections first, so `eval.config` imports without a cycle)
