@@ -195,3 +195,16 @@ def test_grpo_raises_the_mean_reward(toy, tmp_path):
     print("rewards per step:", [round(r.reward, 3) for r in rows])
     assert after - before > 0.15, [round(r.reward, 3) for r in rows]
     assert all(r.format_rate > 0.5 for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_runs_on_a_gpu(toy, tmp_path):
+    from mmsearch_r1.train.trainer import train
+
+    out = tmp_path / "gpu"
+    final = train(load_config(None, _overrides(toy, out, steps=3, device="cuda", checkpoint_every=2)))
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r.step for r in rows] == [1, 2, 3]
+    assert all(r.episodes == 16 and r.sampled_tokens > 0 for r in rows)
+    assert (final / "config.json").is_file() and (out / "checkpoints" / "step_000003").is_dir()
