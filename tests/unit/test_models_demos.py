@@ -111,7 +111,7 @@ def test_on_demand_demonstrations_answer_right_and_mask_what_the_group_cannot_kn
         [demo] = scripted_demonstrations(world, [Planned(sample, entity, sample.extra["attribute"], actions)], toolbox, ProtocolConfig(), "on_demand", Templates.load())
         turns = [m.text for m in demo.messages if m.role == "assistant"]
         assert [turn_shape(t) for t in turns] == list(actions)
-        assert turns[-1].endswith(f"<answer>{sample.answers[0]}</answer>")
+        assert turns[-1].endswith(f"<answer> {sample.answers[0]}</answer>")
         trained = "".join(p.text for turn in demo.turns for p in turn if p.trained)
         knows_name = entity.known_by_sight or "image_search" in actions
         fact_known_here = (knows_name and entity.facts_known) or "text_search" in actions
@@ -140,7 +140,7 @@ def test_direct_and_rag_workflows_use_their_own_prompts(world, setup):
     [rag] = scripted_demonstrations(world, [Planned(sample, entity, sample.extra["attribute"], ("text_search", "answer"))], toolbox, ProtocolConfig(), "rag", templates)
     first = [m for m in rag.messages if m.role == "assistant"][0].text
     assert first.startswith("<reason>The results show ") and entity.name in first
-    assert any(p.trained and p.text == entity.name for p in rag.turns[0])  # the name is read from the given image results
+    assert any(p.trained and p.text == f" {entity.name}" for p in rag.turns[0])  # the name is read from the given image results
 
 
 def test_drills_train_only_knowledge(world):
@@ -149,8 +149,12 @@ def test_drills_train_only_knowledge(world):
     demo = drill_demo("d", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8))),
                             Drill(facts, facts.facts[0].attribute, world.name_question(facts, facts.facts[0].attribute))])
     trained = [p.text for turn in demo.turns for p in turn if p.trained]
-    assert trained == [sight.name, facts.name, facts.facts[0].answer]
+    assert trained == [f" {sight.name}", f" {facts.name}", f" {facts.facts[0].answer}"]
     assert not demo.train_end_of_turn and len(demo.images) == 1
+    templates = Templates.load()
+    in_context = drill_demo("c", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8)))], templates)
+    assert [m.role for m in in_context.messages] == ["system", "user", "assistant"]
+    assert in_context.messages[1].text == templates.user_prompt.format(question="Q1", refusal="I cannot answer this question.")
 
 
 def test_mask_from_offsets_needs_whole_tokens_inside_spans():

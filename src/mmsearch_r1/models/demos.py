@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mmsearch_r1.errors import DataError
-from mmsearch_r1.protocol import IMAGE_SEARCH_CALL, Templates
+from mmsearch_r1.protocol import IMAGE_SEARCH_CALL, REFUSAL, Templates
 from mmsearch_r1.reward import normalize_answer
 from mmsearch_r1.tools.base import ImageSearch, TextSearch
 from mmsearch_r1.trajectory import ImageRef, Message
@@ -119,16 +119,20 @@ def fact_in(summary: str, answers: list[str]) -> bool:
 
 
 def naming_turn(opening: str, name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
-    """``<reason>{opening} {name}.</reason>`` then an answer (``fact``) or a text query (``name phrase``)."""
-    head = [Piece(f"<reason>{opening} "), Piece(name, knows_name), Piece(".</reason>")]
+    """``<reason>{opening} {name}.</reason>`` then an answer (``fact``) or a text query (``name phrase``).
+
+    Names and answers are always written after a space, as they stand in titles, summaries and questions,
+    so that they are the same tokens there and here: reading a result is copying a token, not translating.
+    """
+    head = [Piece(f"<reason>{opening}"), Piece(f" {name}", knows_name), Piece(".</reason>")]
     if action == "answer":
-        return head + [Piece("<answer>"), Piece(fact, knows_name and knows_fact), Piece("</answer>")]
-    return head + [Piece("<text_search>"), Piece(name, knows_name), Piece(f" {phrase}</text_search>")]
+        return head + [Piece("<answer>"), Piece(f" {fact}", knows_name and knows_fact), Piece("</answer>")]
+    return head + [Piece("<text_search>"), Piece(f" {name}", knows_name), Piece(f" {phrase}</text_search>")]
 
 
 def reading_turn(fact: str, phrase: str, fact_read: bool) -> list[Piece]:
     """The answer after text results: the fact copied from the summaries."""
-    return [Piece(f"<reason>The results give the {phrase}.</reason><answer>"), Piece(fact, fact_read), Piece("</answer>")]
+    return [Piece(f"<reason>The results give the {phrase}.</reason><answer>"), Piece(f" {fact}", fact_read), Piece("</answer>")]
 
 
 # --- demonstrations through the rollout ------------------------------------------------------------
@@ -257,25 +261,34 @@ class Drill:
     image: "Image.Image | None" = None
 
 
-def drill_demo(drill_id: str, drills: list[Drill]) -> Demonstration:
-    """Many short knowledge questions packed into one chat, answered directly; only knowledge is trained.
+def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None = None) -> Demonstration:
+    """Knowledge questions answered directly in one chat; only knowledge is trained.
 
     The trained pieces are the entity's name (when the question shows its image, for a sight-group entity)
     and the fact (for a fact-group entity whose name the model knows at that point). The protocol pieces
     around them, and the end-of-turn tokens, are left out of the loss, so drills teach what the model
     knows without teaching it to answer rather than search.
+
+    Without ``templates`` the questions are packed bare, many to a chat (cheap); with them, each question
+    is asked in the protocol's own opening (system message and on-demand prompt), as an episode starts,
+    so that what the drills teach carries over to the distance and wording of a real first turn.
     """
     demo = Demonstration(drill_id, "drill", [], [], train_end_of_turn=False)
     for drill in drills:
-        content: list = [ImageRef(len(demo.images)), drill.question] if drill.image is not None else [drill.question]
+        question = drill.question
+        if templates is not None:
+            if not demo.messages and templates.system:
+                demo.messages.append(Message("system", [templates.system]))
+            question = templates.user_prompt.format(question=question, refusal=REFUSAL)
+        content: list = [ImageRef(len(demo.images)), question] if drill.image is not None else [question]
         demo.messages.append(Message("user", content))
         if drill.image is not None:
             demo.images.append(drill.image)
         entity = drill.entity
         knows_name = drill.image is None or entity.known_by_sight
         fact = entity.fact(drill.attribute).answer
-        pieces = [Piece("<reason>This is ", False), Piece(entity.name, knows_name), Piece(".</reason><answer>", False),
-                  Piece(fact, knows_name and entity.facts_known), Piece("</answer>", False)]
+        pieces = [Piece("<reason>This is", False), Piece(f" {entity.name}", knows_name), Piece(".</reason><answer>", False),
+                  Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
         demo.add_turn(pieces, "answer")
     return demo
 

@@ -15,8 +15,10 @@ Choices worth knowing:
 - Knowledge is mostly taught by *drills*: many short questions packed into one chat and answered directly,
   where only the name (sight) and the fact (facts) count in the loss, never the choice to answer; they cost
   a tenth of the tokens of a protocol demonstration per question. Each epoch draws fresh renderings of the
-  sight-group entities (``sight_drills``) and asks each fact-group fact by name (``fact_drills``).
-- Each epoch makes protocol demonstrations from a share of the training questions (``protocol_fraction``),
+  sight-group entities (``sight_drills``) and asks each fact-group fact by name (``fact_drills``). A share
+  of them (``drill_context_share``) is asked one per chat inside the protocol's real opening turn: packed
+  drills alone taught recognition that did not carry over to the far longer first turn of an episode.
+- Each epoch makes ``protocol_demos`` protocol demonstrations from the training questions,
   with freshly drawn action sequences.
 - Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
   cosine decay. The whole schedule is planned from the seed before training, so a resumed run takes exactly
@@ -138,8 +140,8 @@ class DemoSource:
 
         p, world = self.cfg.pretrain, self.world
         rng = np.random.default_rng([self.cfg.seed, STREAM_ACTIONS, e])
-        count = round(p.protocol_fraction * len(self.samples))
-        rounds = [rng.permutation(len(self.samples)) for _ in range(math.ceil(p.protocol_fraction))]
+        count = p.protocol_demos
+        rounds = [rng.permutation(len(self.samples)) for _ in range(math.ceil(count / len(self.samples)))]
         by_round: dict[tuple[int, str], list[Planned]] = {}
         for k, i in enumerate(int(i) for i in np.concatenate(rounds)[:count]):
             sample = self.samples[i]
@@ -175,8 +177,11 @@ class DemoSource:
             for fact in entity.facts if entity.facts_known else ():
                 drills += [Drill(entity, fact.attribute, world.name_question(entity, fact.attribute))] * p.fact_drills
         order = [drills[i] for i in rng.permutation(len(drills))]
-        chats = [order[i:i + p.drill_size] for i in range(0, len(order), p.drill_size)]
-        return [self._encode(None, lambda: drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)]
+        in_context = round(p.drill_context_share * len(order))
+        out = [self._encode(None, lambda: drill_demo(f"drill-{e}-c{k}", [d], self.templates)) for k, d in enumerate(order[:in_context])]
+        packed = order[in_context:]
+        chats = [packed[i:i + p.drill_size] for i in range(0, len(packed), p.drill_size)]
+        return out + [self._encode(None, lambda: drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)]
 
 
 def batch_up(items: list["Encoded"], batch_tokens: int, rng: "np.random.Generator", window: int = 256) -> list[list["Encoded"]]:
@@ -227,8 +232,12 @@ def plan(cfg: Any, source: DemoSource, progress: bool = False) -> Plan:
 # --- training -----------------------------------------------------------------------------------------
 
 
-def collate(batch: list["Encoded"], pad_id: int) -> dict:
-    """Right-padded tensors: input ids, attention mask, loss mask, and the images in order."""
+def collate(batch: list["Encoded"], pad_id: int, image_token_id: int) -> dict:
+    """Right-padded tensors: input ids, attention mask, loss mask, and the images in order.
+
+    ``mm_token_type_ids`` marks the image tokens, so the model computes its 3-D rope positions exactly as
+    the rollout engine does when it samples.
+    """
     import torch
 
     length = max(len(x.token_ids) for x in batch)
@@ -240,7 +249,7 @@ def collate(batch: list["Encoded"], pad_id: int) -> dict:
         ids[row, :n] = torch.tensor(x.token_ids)
         attention[row, :n] = 1
         mask[row, :n] = torch.tensor(x.loss_mask, dtype=torch.float32)
-    inputs = {"input_ids": ids, "attention_mask": attention}
+    inputs = {"input_ids": ids, "attention_mask": attention, "mm_token_type_ids": (ids == image_token_id).long()}
     pixels = [p for x in batch for p in x.pixel_values]
     if pixels:
         inputs["pixel_values"] = torch.cat(pixels)
@@ -341,13 +350,14 @@ def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, fold
     )
     start, losses = load_checkpoint(folder, model, optimizer, stamp)
     pad_id = policy.tokenizer.pad_token_id
+    image_token_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     total = len(batches)
     model.train()
     started, tokens = time.perf_counter(), 0
     for step in _progress(range(start, total), progress, f"pretrain (from step {start})" if start else "pretrain", total - start):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, p.lr, p.warmup_steps, p.min_lr_ratio)
-        batch = collate(batches[step], pad_id)
+        batch = collate(batches[step], pad_id, image_token_id)
         logits = model(**batch["inputs"]).logits
         loss = masked_lm_loss(logits, batch["inputs"]["input_ids"], batch["loss_mask"])
         optimizer.zero_grad(set_to_none=True)

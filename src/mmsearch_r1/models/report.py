@@ -100,6 +100,7 @@ def evaluate_pretrained(policy: "Policy", cfg: Any, world_dir: Path, toolbox: "T
         figures[name] = group_figures(trajectories, samples)
         seconds[name] = round(time.perf_counter() - clock, 2)
     chance = {g: round(chance_accuracy(train, [s for s in samples if s.extra.get("group") == g]), 4) for g in GROUP_ORDER}
+    chance["all"] = round(chance_accuracy(train, samples), 4)
     return {"questions": len(samples), "chance": chance, "figures": figures, "seconds": seconds}
 
 

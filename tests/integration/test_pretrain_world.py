@@ -1,0 +1,79 @@
+"""Pretraining on a real (small) world: runs end to end, resumes exactly, writes its report, loads back."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mmsearch_r1.config import load_config  # noqa: E402
+from mmsearch_r1.errors import ConfigError, DataError  # noqa: E402
+from mmsearch_r1.models import load_policy  # noqa: E402
+from mmsearch_r1.models import pretrain as pretrain_module  # noqa: E402
+from mmsearch_r1.models.pretrain import pretrain  # noqa: E402
+from mmsearch_r1.world.build import build_world  # noqa: E402
+
+TINY = [
+    "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "model.intermediate_size=64",
+    "model.vision_hidden_size=16", "model.vision_depth=1", "model.vision_heads=1", "model.vision_intermediate_size=32",
+    "model.vocab_size=600", "pretrain.epochs=1", "pretrain.protocol_demos=24", "pretrain.sight_drills=1", "pretrain.fact_drills=1",
+    "pretrain.batch_tokens=3000", "pretrain.checkpoint_every=2", "pretrain.report_samples=2", "pretrain.report_max_new_tokens=12",
+]
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("world"), seed=3, size="small")
+
+
+def test_pretrain_writes_a_loadable_policy_and_its_report(world_dir, tmp_path):
+    cfg = load_config(None, TINY)
+    out = pretrain(cfg, world_dir, tmp_path / "policy")
+    policy = load_policy(out)
+    assert policy.tokenizer.tokenize("<answer>")[0] == "<answer>"
+    report = json.loads((out / "pretrain_report.json").read_text())
+    figures = report["evaluation"]["figures"]
+    assert set(figures) == {"direct", "rag", "on_demand_t1"}
+    for run in figures.values():
+        assert set(run) == {"sight_facts", "sight_only", "facts_only", "neither", "all"}
+        assert run["all"]["n"] == 8 and 0.0 <= run["all"]["format_valid"] <= 1.0
+    assert figures["direct"]["all"]["search_ratio"] == 0.0  # the direct workflow offers no tools
+    assert report["training"]["losses"][-1] < report["training"]["losses"][0]
+    assert "| sight_facts |" in (out / "pretrain_report.md").read_text()
+    assert (out / "config.toml").is_file() and (out / "checkpoint" / "state.pt").is_file()
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(world_dir, tmp_path, monkeypatch):
+    cfg = load_config(None, TINY + ["pretrain.report_samples=0"])
+    straight = load_policy(pretrain(cfg, world_dir, tmp_path / "straight"))
+
+    real_collate, calls = pretrain_module.collate, {"n": 0}
+
+    def failing_collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the checkpoint at step 2, during step 4
+            raise KeyboardInterrupt
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "collate", failing_collate)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, world_dir, tmp_path / "resumed")
+    monkeypatch.setattr(pretrain_module, "collate", real_collate)
+    out = pretrain(cfg, world_dir, tmp_path / "resumed")
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["training"]["resumed_from_step"] == 2
+    resumed = load_policy(out)
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_different_config(world_dir, tmp_path):
+    cfg = load_config(None, TINY + ["pretrain.report_samples=0", "pretrain.epochs=0.2"])
+    pretrain(cfg, world_dir, tmp_path / "run")
+    with pytest.raises(ConfigError, match="another config"):
+        pretrain(load_config(None, TINY + ["pretrain.report_samples=0", "pretrain.epochs=0.2", "pretrain.lr=0.01"]), world_dir, tmp_path / "run")
+
+
+def test_missing_world_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="world build"):
+        pretrain(load_config(None, TINY), tmp_path / "nothing", tmp_path / "out")

@@ -1,0 +1,53 @@
+"""Pretraining's pure parts: the masked loss, the learning-rate schedule, batching, collation."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mmsearch_r1.models.encode import Encoded  # noqa: E402
+from mmsearch_r1.models.pretrain import batch_up, collate, lr_at, masked_lm_loss  # noqa: E402
+
+
+def test_masked_lm_loss_counts_only_masked_targets():
+    # vocab 2; logits favour token 0 at every position
+    logits = torch.tensor([[[math.log(3.0), 0.0], [math.log(3.0), 0.0], [0.0, 0.0]]])
+    ids = torch.tensor([[1, 0, 1]])
+    # target at t=1 is 0 (p=3/4), at t=2 is 1 (p=1/4); mask only t=1
+    loss = masked_lm_loss(logits, ids, torch.tensor([[0.0, 1.0, 0.0]]))
+    assert float(loss) == pytest.approx(-math.log(0.75))
+    both = masked_lm_loss(logits, ids, torch.tensor([[0.0, 1.0, 1.0]]))
+    assert float(both) == pytest.approx((-math.log(0.75) - math.log(0.25)) / 2)
+    assert float(masked_lm_loss(logits, ids, torch.zeros(1, 3))) == 0.0
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    values = [lr_at(s, 100, 1e-3, 10, 0.1) for s in range(101)]
+    assert values[0] == pytest.approx(1e-4) and values[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert values[100] == pytest.approx(1e-4)
+
+
+def test_batches_respect_the_token_budget_and_keep_every_item():
+    items = [SimpleNamespace(token_ids=[0] * n, name=i) for i, n in enumerate(np.random.default_rng(0).integers(5, 60, size=200))]
+    batches = batch_up(items, 256, np.random.default_rng(1))
+    assert sorted(x.name for b in batches for x in b) == list(range(200))
+    assert all(len(b) * max(len(x.token_ids) for x in b) <= 256 for b in batches if len(b) > 1)
+    again = batch_up(items, 256, np.random.default_rng(1))
+    assert [[x.name for x in b] for b in batches] == [[x.name for x in b] for b in again]
+
+
+def test_collate_pads_right_and_marks_image_tokens():
+    grid = torch.tensor([1, 4, 4])
+    a = Encoded("a", [5, 9, 9, 6], [0, 0, 1, 1], [torch.ones(16, 3)], [grid])
+    b = Encoded("b", [5, 7], [0, 1], [], [])
+    batch = collate([a, b], pad_id=0, image_token_id=9)
+    inputs = batch["inputs"]
+    assert inputs["input_ids"].tolist() == [[5, 9, 9, 6], [5, 7, 0, 0]]
+    assert inputs["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert inputs["mm_token_type_ids"].tolist() == [[0, 1, 1, 0], [0, 0, 0, 0]]
+    assert batch["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]
+    assert inputs["pixel_values"].shape == (16, 3) and inputs["image_grid_thw"].tolist() == [[1, 4, 4]]
