@@ -175,8 +175,7 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(toy, tmp_path):
 
 def test_a_second_start_in_the_same_folder_is_refused(toy, tmp_path):
     out = tmp_path / "run"
-    (out).mkdir()
-    (out / "metrics.jsonl").write_text("")
+    (out / "checkpoints" / "step_000001").mkdir(parents=True)
     sets = [a for o in _overrides(toy, out, steps=1) for a in ("--set", o)]
     result = subprocess.run(_cli(sets), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

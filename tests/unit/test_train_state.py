@@ -64,9 +64,14 @@ def test_checkpoints_are_listed_in_step_order_and_temporary_ones_ignored(tmp_pat
 def test_resume_point_refuses_to_overwrite_or_resume_nothing(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         _resume_point(tmp_path, resume=True)
-    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    # killed before its first checkpoint: nothing to resume, a fresh start replaces the stale metrics
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert _resume_point(tmp_path, resume=False) is None
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+    (tmp_path / "checkpoints" / "step_000002").mkdir(parents=True)
     with pytest.raises(ConfigError, match="--resume"):
         _resume_point(tmp_path, resume=False)
+    assert _resume_point(tmp_path, resume=True).name == "step_000002"
 
 
 def _trajectory(reward, accuracy, fmt, image=0, text=0, failures=0, mask=(0, 1, 1)):

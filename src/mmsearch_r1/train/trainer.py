@@ -133,12 +133,18 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def _resume_point(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None for a fresh start); a run with checkpoints is never overwritten.
+
+    A run killed before its first checkpoint left nothing to resume: a fresh start replaces its metrics.
+    """
     checkpoint = latest_checkpoint(out)
     if resume and checkpoint is None:
         raise ConfigError(f"--resume was given but {out} holds no checkpoint; start the run without --resume.")
-    if not resume and (checkpoint is not None or (out / "metrics.jsonl").exists()):
+    if not resume and checkpoint is not None:
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it, or set out_dir to a new folder.")
-    return checkpoint if resume else None
+    if not resume:
+        truncate_metrics(out / "metrics.jsonl", 0)
+    return checkpoint
 
 
 def _training_samples(cfg) -> list["VQASample"]:
