@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from mmsearch_r1.engines.base import EngineError
+from mmsearch_r1.engines.base import Context, EngineError, GeneratedTurn
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -125,3 +125,24 @@ class ChatEncoder:
         if cut < 0:
             raise EngineError(f"the chat template does not end an assistant turn with {END_OF_TURN}; use a ChatML template.")
         return self.encode_text(delta[: cut + len(END_OF_TURN)]).token_ids
+
+
+def sampled_turn(encoder: ChatEncoder, context: Context, ids: list[int], logprobs: list[float], *, stopped: bool, canonical_tokens: bool) -> GeneratedTurn:
+    """The span of a sampled turn: its ids through the end of turn (appended, unmasked, when cut at the limit).
+
+    ``ids`` and ``logprobs`` are what the backend sampled, cut after the end-of-turn token when ``stopped``.
+    With ``canonical_tokens``, a turn whose ids differ from the tokenizer's own encoding of its text is stored
+    as that encoding (``retokenized``; its log-probs are rescored by the engine).
+    """
+    eot = encoder.end_of_turn_id
+    text = encoder.decode(ids[:-1] if stopped else ids)
+    mask = [1] * len(ids)
+    if not stopped:
+        ids, logprobs, mask = ids + [eot], logprobs + [0.0], mask + [0]
+    turn = GeneratedTurn(text, ids, logprobs, mask, "stop" if stopped else "length", sampled_tokens=sum(mask))
+    if canonical_tokens:
+        canonical = encoder.assistant_span(context.messages, text)
+        if canonical != ids:
+            turn.token_ids, turn.retokenized = canonical, True
+            turn.loss_mask = [1] * (len(canonical) - 1) + [1 if stopped else 0]
+    return turn

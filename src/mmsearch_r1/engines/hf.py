@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn
-from mmsearch_r1.engines.chat import ChatEncoder
+from mmsearch_r1.engines.chat import ChatEncoder, sampled_turn
 
 if TYPE_CHECKING:
     import torch
@@ -193,21 +193,8 @@ class HFEngine(Engine):
         return new.tolist(), scores.tolist()
 
     def _turn(self, context: Context, new_ids: list[int], new_logprobs: list[float]) -> GeneratedTurn:
-        """The turn's span: sampled ids through the end of turn (appended, unmasked, when cut at the limit)."""
-        eot = self.encoder.end_of_turn_id
-        ids, stopped = cut_at_end_of_turn(new_ids, eot)
-        logprobs = new_logprobs[: len(ids)]
-        text = self.encoder.decode(ids[:-1] if stopped else ids)
-        mask = [1] * len(ids)
-        if not stopped:
-            ids, logprobs, mask = ids + [eot], logprobs + [0.0], mask + [0]
-        turn = GeneratedTurn(text, ids, logprobs, mask, "stop" if stopped else "length", sampled_tokens=sum(mask))
-        if self.canonical_tokens:
-            canonical = self.encoder.assistant_span(context.messages, text)
-            if canonical != ids:
-                turn.token_ids, turn.retokenized = canonical, True
-                turn.loss_mask = [1] * (len(canonical) - 1) + [1 if stopped else 0]
-        return turn
+        ids, stopped = cut_at_end_of_turn(new_ids, self.encoder.end_of_turn_id)
+        return sampled_turn(self.encoder, context, ids, new_logprobs[: len(ids)], stopped=stopped, canonical_tokens=self.canonical_tokens)
 
     def _rescore(self, turns: list[GeneratedTurn], contexts: list[Context], sampling: "SamplingConfig") -> None:
         """Log-probs of retokenized turns from one forward pass over context + canonical span."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmsearch_r1.engines.base import Context, Engine, EngineError, GeneratedTurn
-from mmsearch_r1.engines.chat import ChatEncoder
+from mmsearch_r1.engines.chat import ChatEncoder, sampled_turn
 
 if TYPE_CHECKING:
     from mmsearch_r1.engines.config import EngineConfig, SamplingConfig
@@ -89,21 +89,10 @@ class VLLMEngine(Engine):
         return turns
 
     def _turn(self, context: Context, completion) -> GeneratedTurn:
-        eot = self.encoder.end_of_turn_id
         ids = list(completion.token_ids)
         logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
-        stopped = bool(ids) and ids[-1] == eot
-        text = self.encoder.decode(ids[:-1] if stopped else ids)
-        mask = [1] * len(ids)
-        if not stopped:
-            ids, logprobs, mask = ids + [eot], logprobs + [0.0], mask + [0]
-        turn = GeneratedTurn(text, ids, logprobs, mask, "stop" if stopped else "length", sampled_tokens=sum(mask))
-        if self.canonical_tokens:
-            canonical = self.encoder.assistant_span(context.messages, text)
-            if canonical != ids:
-                turn.token_ids, turn.retokenized = canonical, True
-                turn.loss_mask = [1] * (len(canonical) - 1) + [1 if stopped else 0]
-        return turn
+        stopped = bool(ids) and ids[-1] == self.encoder.end_of_turn_id
+        return sampled_turn(self.encoder, context, ids, logprobs, stopped=stopped, canonical_tokens=self.canonical_tokens)
 
     def _rescore(self, turns: list[GeneratedTurn], contexts: list[Context]) -> None:
         """Log-probs of retokenized turns as vLLM prompt log-probs of context + canonical span (raw, T = 1)."""
