@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,7 +124,8 @@ def save_checkpoint(out_dir: Path, policy: "Policy", state: TrainerState, config
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    policy.save(tmp / "policy")
+    with quiet_transformers():
+        policy.save(tmp / "policy")
     torch.save(state.__dict__, tmp / "trainer_state.pt")
     (tmp / "config.toml").write_text(config_toml)
     shutil.rmtree(final, ignore_errors=True)
@@ -138,3 +140,17 @@ def load_trainer_state(checkpoint: Path) -> TrainerState:
 
     data: dict[str, Any] = torch.load(Path(checkpoint) / "trainer_state.pt", weights_only=False)
     return TrainerState(**data)
+
+
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' own progress bars (shard writing, weight loading) under the trainer's live bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

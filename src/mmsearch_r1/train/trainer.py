@@ -25,6 +25,7 @@ from mmsearch_r1.train.state import (
     TrainerState,
     latest_checkpoint,
     load_trainer_state,
+    quiet_transformers,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -61,8 +62,9 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
     torch.set_num_threads(tc.threads)
     checkpoint = _resume_point(out, resume)
     samples = _training_samples(cfg)
-    policy = _load_or_build_policy(cfg, out, checkpoint, samples)
-    reference = _reference_policy(cfg, out) if tc.kl_coef > 0 else None
+    with quiet_transformers():
+        policy = _load_or_build_policy(cfg, out, checkpoint, samples)
+        reference = _reference_policy(cfg, out) if tc.kl_coef > 0 else None
     engine = _engine(cfg, policy)
     toolbox = toolbox if toolbox is not None else _toolbox(cfg)
     optimizer, scheduler = _optimizer(policy, tc)
@@ -117,7 +119,8 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
                 state = TrainerState(step, optimizer.state_dict(), scheduler.state_dict(), sampler.state_dict(), rng_state())
                 save_checkpoint(out, policy, state, config_to_toml(cfg), tc.keep_checkpoints)
     log.close()
-    return policy.save(out / FINAL_POLICY)
+    with quiet_transformers():
+        return policy.save(out / FINAL_POLICY)
 
 
 def step_seed(seed: int, step: int) -> int:
