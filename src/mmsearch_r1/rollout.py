@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn, TokenizedContext, run_async
 from mmsearch_r1.errors import ConfigError, ToolError
+from mmsearch_r1.progress import progress_bar
 from mmsearch_r1.protocol import (
     Answer,
     ImageSearchCall,
@@ -281,7 +282,7 @@ def rollout(
             episode.budget.image_searches = 1
             episode.tool_failures += int(isinstance(result, ToolError))
 
-    with _Progress(progress, len(episodes)) as bar:
+    with progress_bar("rollout", len(episodes), enabled=progress) as advance:
         for turn in range(1, limits["max_turns"] + 1):
             live = [e for e in episodes if not e.done]
             if not live:
@@ -306,32 +307,8 @@ def rollout(
                     call.episode.budget.text_searches += 1
                 feedback.append(_feedback(call, result, templates))
             give(engine, [c.episode for c in calls], [[message] for message, _ in feedback], [images for _, images in feedback])
-            bar.advance(sum(e.done for e in live))
+            advance(sum(e.done for e in live))
     return [e.to_trajectory(workflow) for e in episodes]
-
-
-class _Progress:
-    """A rich progress bar over finished episodes, or nothing when ``enabled`` is False."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.bar, self.task = enabled, total, None, None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task("rollout", total=self.total)
-        return self
-
-    def advance(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, count)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _blank_png() -> bytes:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from mmsearch_r1.errors import ConfigError, DataError
 from mmsearch_r1.eval.config import WORKFLOWS
+from mmsearch_r1.progress import progress_bar
 
 if TYPE_CHECKING:
     from mmsearch_r1.config import ProtocolConfig, RewardConfig
@@ -313,7 +314,7 @@ def evaluate(
         sampling = sampling.model_copy(update={"temperature": 0.0})
     total = sum(len(d.samples) for d in data) * len(workflows)
     ran = 0
-    with _progress(progress, total) as advance:
+    with progress_bar("evaluating", total, enabled=progress) as advance:
         for d in data:
             for wf in workflows:
                 advance(len(finished_ids(trajectory_file(out_dir, d.name, wf)) & {s.id for s in d.samples}))
@@ -322,27 +323,3 @@ def evaluate(
     result = report(data, workflows, out_dir, eval_cfg, reward_cfg=reward_cfg, judge=judge, seed=seed, progress=progress)
     result.ran = ran
     return result
-
-
-class _progress:
-    """A rich progress bar over (sample, workflow) pairs; a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.bar, self.task = enabled, total, None, None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress()
-            self.bar.start()
-            self.task = self.bar.add_task("evaluating", total=self.total)
-        return self.advance
-
-    def advance(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, count)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Literal
 
 import numpy as np
 
 from mmsearch_r1.errors import DataError
+from mmsearch_r1.progress import progress_bar
 from mmsearch_r1.tools.base import ImageHit, ImageSearch
 from mmsearch_r1.tools.embedders import Embedder, HandcraftedEmbedder, embedder_from_spec
 from mmsearch_r1.tools.local_text import read_index_meta
@@ -152,7 +152,7 @@ def build_image_index(
     vectors = []
     titles, urls, offsets = [], [], [0]
     fingerprint = hashlib.sha256(json.dumps(embedder.spec(), sort_keys=True).encode())
-    with _progress(show_progress, "embedding images") as progress, open(out / "thumbnails.bin", "wb") as blob:
+    with progress_bar("embedding images", enabled=show_progress, transient=True) as progress, open(out / "thumbnails.bin", "wb") as blob:
         for batch in _batches(items, batch_size):
             images = [image for image, _, _ in batch]
             vectors.append(np.ascontiguousarray(embedder.embed(images), dtype=np.float32))
@@ -200,19 +200,6 @@ def vector_index(vectors: np.ndarray, index_type: IndexType = "auto"):
         index.hnsw.efSearch = 96
     index.add(vectors)
     return index
-
-
-@contextmanager
-def _progress(enabled: bool, description: str) -> Iterator:
-    """Yield a callable that advances a rich progress count by n items (a no-op when not ``enabled``)."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(description, total=None)
-        yield lambda n: bar.update(task, advance=n)
 
 
 # --- searching -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mmsearch_r1.errors import ConfigError
+from mmsearch_r1.progress import progress_bar
 from mmsearch_r1.world.config import WorldConfig
 from mmsearch_r1.world.names import city_names, entity_names
 from mmsearch_r1.world.render import choose_signatures, render_entity
@@ -179,7 +180,9 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str | None = None, *, 
     world = generate_world(seed, cfg=cfg)
     per_fact = {"train": cfg.preset("train_questions_per_fact"), "test": cfg.test_questions_per_fact, "heldout": cfg.heldout_questions_per_fact}
     steps = ["pages", "thumbnails", *per_fact, "indexes"] if cfg.build_indexes else ["pages", "thumbnails", *per_fact]
-    with _Steps(progress, steps) as step:
+    labels = iter([*steps[1:], "done"])
+    with progress_bar(f"world: {steps[0]}", len(steps), enabled=progress, transient=True) as advance:
+        step = lambda: advance(description=f"world: {next(labels)}")  # noqa: E731  (finishes the current step)
         world.save(out)
         pages = world_pages(world, _rng(seed, STREAM_PAGES))
         (out / "pages.jsonl").write_text("".join(json.dumps(p.to_json()) + "\n" for p in pages))
@@ -202,29 +205,3 @@ def _build_indexes(out: Path, items: list) -> None:
 
     build_text_index(out / "pages.jsonl", out / "text_index")
     build_image_index([(image, title, url) for _, image, title, url in items], out / "image_index")
-
-
-class _Steps:
-    """A rich progress bar over named build steps (silent when disabled); calling it finishes the current step."""
-
-    def __init__(self, enabled: bool, names: list[str]):
-        self.enabled, self.names, self.done = enabled, names, 0
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(f"world: {self.names[0]}", total=len(self.names))
-        return self
-
-    def __call__(self) -> None:
-        self.done += 1
-        if self.enabled:
-            label = self.names[self.done] if self.done < len(self.names) else "done"
-            self.bar.update(self.task, advance=1, description=f"world: {label}")
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.stop()
