@@ -6,9 +6,10 @@ policy sampled (see ``mmsearch_r1.trajectory``); everything else is ignored.
 
 Where this departs from the paper (arXiv 2506.20670) and the published veRL recipe, and why:
 
-- Loss aggregation is a token mean over the whole batch (``sum(loss · mask) / sum(mask)``), as the recipe's
-  veRL config does, not the per-sequence mean of the original GRPO paper: long multi-turn episodes are not
-  down-weighted per token, and micro-batches add up to the same number as one big batch (``token_count``).
+- Loss aggregation is a token mean (``sum(loss · mask) / sum(mask)``), as in the recipe's veRL, not the
+  per-sequence mean of the original GRPO paper: long multi-turn episodes are not down-weighted per token.
+  veRL takes the mean per micro-batch and averages the micro-batches; we divide by the token count of the
+  whole optimizer batch (``token_count``), so the update does not depend on how the batch is split.
 - The KL term is added to the loss (the "low-variance" k3 estimator, as in veRL's ``low_var_kl``), not to the
   reward. Like veRL we clamp the log-ratio to ±20 and the per-token value to ±10 so one wild token cannot
   blow up a step; the clamp never binds for a policy near its reference.
