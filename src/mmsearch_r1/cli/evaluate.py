@@ -39,10 +39,7 @@ def _world_tools(cfg, data_files: list[Path]) -> Optional[Path]:
     for file in data_files:
         world = file.resolve().parent
         if (world / "text_index").is_dir() and (world / "image_index").is_dir():
-            if cfg.tools.text.type == "local" and cfg.tools.text.index_dir is None:
-                cfg.tools.text.index_dir = world / "text_index"
-            if cfg.tools.image.type == "local" and cfg.tools.image.index_dir is None:
-                cfg.tools.image.index_dir = world / "image_index"
+            cfg.tools = cfg.tools.with_local_indexes(world, only_unset=True)
             return world
     return None
 

@@ -63,11 +63,7 @@ def _configure(config, set_, engine, model, world, base_url, model_name, tempera
     except ValueError as error:  # pydantic validation of an assignment
         raise ConfigError(f"bad command-line option: {error.errors()[0]['msg']} (got {error.errors()[0].get('input')!r}).") from None
     if world is not None:
-        for tool, folder in (("image", world / "image_index"), ("text", world / "text_index")):
-            if not folder.is_dir():
-                raise ConfigError(f"world folder {world} has no {folder.name}/; pass a folder made by `mmsearch-r1 world build`.")
-            getattr(cfg.tools, tool).type = "local"
-            getattr(cfg.tools, tool).index_dir = folder
+        cfg.tools = cfg.tools.with_local_indexes(world)
     return cfg
 
 

@@ -111,3 +111,21 @@ class ToolsConfig(Section):
     searxng: SearxngConfig = Field(default_factory=SearxngConfig, description="SearXNG settings.")
     remote: RemoteConfig = Field(default_factory=RemoteConfig, description="The search service used when a tool's type is remote.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="The search service `mmsearch-r1 serve` starts.")
+
+    def with_local_indexes(self, folder: Path, *, only_unset: bool = False) -> "ToolsConfig":
+        """A copy whose tools are the local indexes ``folder/image_index`` and ``folder/text_index`` (a demo world).
+
+        With ``only_unset``, a tool keeps its own backend unless it is a local one with no index folder yet.
+        """
+        from mmsearch_r1.errors import ConfigError
+
+        tools = self.model_copy(deep=True)
+        for kind in ("image", "text"):
+            index = Path(folder) / f"{kind}_index"
+            tool = getattr(tools, kind)
+            if only_unset and (tool.type != "local" or tool.index_dir is not None):
+                continue
+            if not index.is_dir():
+                raise ConfigError(f"{folder} has no {index.name}/; pass a folder made by `mmsearch-r1 world build` (or `mmsearch-r1 index`).")
+            tool.type, tool.index_dir = "local", index
+        return tools
