@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from mmsearch_r1.config import config_to_toml, save_config
 from mmsearch_r1.errors import ConfigError
-from mmsearch_r1.train.metrics import EpisodeStats, MetricsLog, StepMetrics, UpdateStats, episode_stats, truncate_metrics
+from mmsearch_r1.progress import progress_bar
+from mmsearch_r1.train.metrics import MetricsLog, StepMetrics, UpdateStats, episode_stats, truncate_metrics
 from mmsearch_r1.train.state import (
     PromptSampler,
     TrainerState,
@@ -84,7 +85,7 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
     log = MetricsLog(out, tensorboard=tc.tensorboard, wandb=tc.wandb, wandb_project=tc.wandb_project,
                      run_config=cfg.model_dump(mode="json"), resume=resume)
 
-    with _progress(tc.progress, total=tc.steps, done=start) as progress:
+    with progress_bar("train", tc.steps, enabled=tc.progress, completed=start) as advance:
         for step in range(start + 1, tc.steps + 1):
             began = time.perf_counter()
             # --- rollout -----------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
             log.write(metrics)
             if tc.save_trajectories:
                 _save_trajectories(trajectories, out, step)
-            progress.advance(episodes)
+            advance(status=f"reward {episodes.reward:.3f}  acc {episodes.accuracy:.3f}  search {episodes.search_ratio:.2f}")
             # --- checkpoint --------------------------------------------------------------------------
             if step % tc.checkpoint_every == 0 or step == tc.steps:
                 state = TrainerState(step, optimizer.state_dict(), scheduler.state_dict(), sampler.state_dict(), rng_state())
@@ -341,32 +342,3 @@ def _save_trajectories(trajectories: Sequence["Trajectory"], out: Path, step: in
     folder = out / "trajectories"
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajectories, folder / f"step_{step:06d}.jsonl")
-
-
-class _progress:
-    """A live rich progress bar with the newest step's reward, accuracy and search ratio (or nothing)."""
-
-    def __init__(self, enabled: bool, total: int, done: int):
-        self.enabled, self.total, self.done = enabled, total, done
-        self._bar = None
-
-    def __enter__(self) -> "_progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("train", total=self.total, completed=self.done, status="")
-        return self
-
-    def advance(self, episodes: EpisodeStats) -> None:
-        if self._bar is not None:
-            status = f"reward {episodes.reward:.3f}  acc {episodes.accuracy:.3f}  search {episodes.search_ratio:.2f}"
-            self._bar.update(self._task, advance=1, status=status)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
