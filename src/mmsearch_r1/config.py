@@ -56,6 +56,7 @@ class RewardConfig(Section):
 def _sections() -> dict[str, type[Section]]:
     # Imported here so that each part owns its section file and this module stays the only joiner.
     from mmsearch_r1.data.config import BalanceConfig
+    from mmsearch_r1.demo import DemoConfig
     from mmsearch_r1.engines.config import EngineConfig
     from mmsearch_r1.eval.config import EvalConfig
     from mmsearch_r1.models.config import ModelConfig, PretrainConfig
@@ -74,6 +75,7 @@ def _sections() -> dict[str, type[Section]]:
         "balance": BalanceConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
+        "demo": DemoConfig,
     }
 
 

@@ -71,21 +71,32 @@ class OracleEngine(Engine):
         self.model.close()
 
 
-def world_plans(samples: Sequence["VQASample"], world: "World") -> dict[str, list[str]]:
-    """The oracle's scripted search turns for world questions, written as the pretraining demonstrations write them."""
-    from mmsearch_r1.models.demos import LOOK_UP, naming_turn, sample_entity
+def world_plans(samples: Sequence["VQASample"], world: "World", *, with_answers: bool = False) -> dict[str, list[str]]:
+    """The oracle's scripted turns for world questions, written as the pretraining demonstrations write them.
+
+    With ``with_answers`` the plan also holds the correct final answer turn: a teacher, whose trajectories
+    are the supervised fine-tuning data of the demo's ``sft`` ablation.
+    """
+    from mmsearch_r1.models.demos import LOOK_UP, naming_turn, reading_turn, sample_entity
 
     plans = {}
     for sample in samples:
         entity, attribute = sample_entity(sample, world)
-        phrase = world.attribute(attribute).phrase
-        turns, opening = [], "This is"
+        phrase, fact = world.attribute(attribute).phrase, sample.answers[0]
+        turns, opening, read = [], "This is", False
         for action in NEED_ACTIONS[sample.search_need or "none"][:-1]:
             if action == "image_search":
                 turns.append(LOOK_UP)
                 opening = "The results show"
             else:
-                pieces = naming_turn(opening, entity.name, True, "text_search", phrase=phrase)
-                turns.append("".join(p.text for p in pieces))
+                turns.append(_text(naming_turn(opening, entity.name, True, "text_search", phrase=phrase)))
+                read = True
+        if with_answers:
+            answer = reading_turn(fact, phrase, True) if read else naming_turn(opening, entity.name, True, "answer", fact=fact, knows_fact=True)
+            turns.append(_text(answer))
         plans[image_key(sample.image)] = turns
     return plans
+
+
+def _text(pieces) -> str:
+    return "".join(piece.text for piece in pieces)

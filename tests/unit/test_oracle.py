@@ -54,3 +54,4 @@ def test_need_actions_are_the_allowed_sequences():
     from mmsearch_r1.protocol import ALLOWED_SEQUENCES
 
     assert set(NEED_ACTIONS.values()) == set(ALLOWED_SEQUENCES)
+

@@ -1,0 +1,516 @@
+"""The demo: one command from nothing to a tiny model that has learned *when* to search.
+
+Stages, each in its own folder under the output folder and cached there (a finished stage whose inputs and
+config did not change is reused, so a second run only does what is new):
+
+    world     build the demo world (entities, images, pages, questions, local indexes)
+    pretrain  give the tiny Qwen2.5-VL partial knowledge and the protocol, with uncalibrated search habits
+    balance   label the training questions by the pretrained model's own success, sample 1 free : 2 required
+    grpo      GRPO with the search penalty on the balanced set
+    evaluate  in_domain and held_out tests: direct, rag and on-demand of the pretrained model, the oracle,
+              and on-demand of the trained model
+    report    results.json, results.md, plots, the trajectory viewer, the training-dynamics plot
+
+``--ablations`` adds GRPO without the search penalty (``no_penalty``), GRPO on search-required questions only
+(``unbalanced``) and supervised fine-tuning on oracle trajectories with about twice the data (``sft``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from mmsearch_r1.config import Section, save_config
+
+
+class DemoConfig(Section):
+    """Settings of the demo's supervised fine-tuning ablation (``mmsearch-r1 demo --ablations``)."""
+
+    sft_data_factor: float = Field(2.0, gt=0.0, le=16.0, description="SFT questions per question the GRPO run trained on (published: about 2).")
+    sft_epochs: int = Field(2, ge=1, le=100, description="Passes over the SFT trajectories.")
+    sft_lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate of SFT.")
+    sft_micro_batch_size: int = Field(16, ge=1, le=1024, description="Trajectories per SFT optimizer step.")
+
+
+SPLITS = {"in_domain": "test.parquet", "held_out": "heldout.parquet"}
+DEMO_WORKFLOWS = ("direct", "rag", "on_demand", "pretrained", "oracle")
+ABLATIONS = ("no_penalty", "unbalanced", "sft")
+STAMP = ".stage.json"
+# Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
+ESTIMATES_S = {
+    "small": {"world": 10, "pretrain": 60, "balance": 20, "grpo": 60, "eval": 10},
+    "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo": 240, "eval": 30},
+}
+
+
+def demo_config_path(size: str) -> Path:
+    """The packaged demo configuration for a world size (``default`` or ``small``)."""
+    return Path(__file__).parent / "configs" / ("demo.toml" if size == "default" else f"demo-{size}.toml")
+
+
+# --- stage caching ------------------------------------------------------------------------------------
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able parts (config sections, upstream fingerprints)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def stage_done(folder: Path, stamp: str) -> bool:
+    """Whether ``folder`` holds a finished stage made from inputs with this fingerprint."""
+    path = folder / STAMP
+    return path.is_file() and json.loads(path.read_text()).get("fingerprint") == stamp
+
+
+def mark_done(folder: Path, stamp: str, seconds: float, **info: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP).write_text(json.dumps({"fingerprint": stamp, "seconds": round(seconds, 1), **info}, indent=1) + "\n")
+
+
+@dataclass
+class Stage:
+    """One cached step of the demo: a folder, the fingerprint of its inputs, and how to make it."""
+
+    name: str
+    folder: Path
+    stamp: str
+    make: Callable[[Path], Any]
+    estimate_s: float  # a planning figure for the progress display, from measured runs
+
+
+class StageRunner:
+    """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left."""
+
+    def __init__(self, stages: list[Stage], console: Any):
+        self.stages, self.console = stages, console
+        self.seconds: dict[str, float] = {}
+
+    def left_s(self, start: int) -> float:
+        return sum(s.estimate_s for s in self.stages[start:] if not stage_done(s.folder, s.stamp))
+
+    def run(self) -> dict[str, float]:
+        for i, stage in enumerate(self.stages):
+            label = f"[{i + 1}/{len(self.stages)}] {stage.name}"
+            if stage_done(stage.folder, stage.stamp):
+                self.console.print(f"{label}: cached in {stage.folder}")
+                continue
+            self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
+            began = time.perf_counter()
+            stage.make(stage.folder)
+            self.seconds[stage.name] = time.perf_counter() - began
+            mark_done(stage.folder, stage.stamp, self.seconds[stage.name])
+            self.console.print(f"{label}: done in {_minutes(self.seconds[stage.name])}")
+        return self.seconds
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+# --- the pieces -------------------------------------------------------------------------------------------
+
+
+def world_toolbox(world_dir: Path, cfg: Any):
+    """The world's local indexes as tools, behind a cache in the world folder."""
+    from mmsearch_r1.tools import build_toolbox
+
+    tools = cfg.tools.with_local_indexes(world_dir)
+    tools.cache.dir = world_dir / "tool_cache"
+    return build_toolbox(tools)
+
+
+def hf_engine(policy_dir: Path, cfg: Any):
+    from mmsearch_r1.engines import build_engine
+
+    return build_engine(cfg.engine, cfg.model.model_copy(update={"path": policy_dir}))
+
+
+def run_balance(world_dir: Path, policy_dir: Path, out: Path, cfg: Any, *, free_share: float | None = None) -> Path:
+    """Label the world's training questions with the pretrained model and write the balanced set."""
+    from mmsearch_r1.data import read_parquet, write_parquet
+    from mmsearch_r1.data.balance import balance
+
+    balance_cfg = cfg.balance if free_share is None else cfg.balance.model_copy(update={"free_share": free_share})
+    result = balance(
+        read_parquet(world_dir / "train.parquet"), hf_engine(policy_dir, cfg), world_toolbox(world_dir, cfg), balance_cfg,
+        protocol=cfg.protocol, max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match, seed=cfg.seed, progress=True,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(result.labelled, out / "labelled.parquet")
+    path = write_parquet(result.selected, out / "train.parquet")
+    (out / "balance.json").write_text(json.dumps(result.summary(), indent=1) + "\n")
+    return path
+
+
+def run_grpo(train_data: Path, policy_dir: Path, world_dir: Path, out: Path, cfg: Any, **reward_updates: Any) -> Path:
+    """GRPO from the pretrained policy on ``train_data``; returns the trained policy folder."""
+    from mmsearch_r1.train.state import latest_checkpoint
+    from mmsearch_r1.train.trainer import train
+
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.out_dir = out
+    run_cfg.train.data = train_data
+    run_cfg.model.path = policy_dir
+    for key, value in reward_updates.items():
+        setattr(run_cfg.reward, key, value)
+    # An interrupted stage resumes from its newest checkpoint.
+    return train(run_cfg, resume=latest_checkpoint(out) is not None, toolbox=world_toolbox(world_dir, cfg))
+
+
+def run_evaluation(policy_dir: Path, world_dir: Path, workflows: list[str], out: Path, cfg: Any, engine: Any = None) -> Path:
+    """Evaluate one policy (or ``engine``) on both test splits in ``workflows``; returns its ``results.json``."""
+    from mmsearch_r1.data import read_parquet
+    from mmsearch_r1.eval.run import EvalData, evaluate
+
+    data = [EvalData(split, read_parquet(world_dir / name)) for split, name in SPLITS.items()]
+    eval_cfg = cfg.eval.model_copy(update={"workflows": workflows, "match": cfg.reward.match})
+    engine = engine or hf_engine(policy_dir, cfg)
+    result = evaluate(data, engine, world_toolbox(world_dir, cfg), out_dir=out, eval_cfg=eval_cfg,
+                      protocol=cfg.protocol, sampling=cfg.engine.sampling, reward_cfg=cfg.reward, seed=cfg.seed, progress=True)
+    return result.files["results"]
+
+
+def run_oracle_evaluation(policy_dir: Path, world_dir: Path, out: Path, cfg: Any) -> Path:
+    """Evaluate the oracle (scripted searches by need, then the pretrained model's answer) on both splits.
+
+    Questions are run in groups by the length of their plan, each with ``max_turns`` one past the plan, so
+    the model's own turn must answer: a search it asks there ends the episode, as a search in the last turn
+    does under the protocol. The report then covers every group.
+    """
+    from mmsearch_r1.data import read_parquet
+    from mmsearch_r1.eval.run import EvalData, evaluate, report
+    from mmsearch_r1.oracle import OracleEngine, image_key, world_plans
+    from mmsearch_r1.world import load_world
+
+    data = [EvalData(split, read_parquet(world_dir / name)) for split, name in SPLITS.items()]
+    plans = world_plans([s for d in data for s in d.samples], load_world(world_dir))
+    engine = OracleEngine(hf_engine(policy_dir, cfg), plans)
+    eval_cfg = cfg.eval.model_copy(update={"workflows": ["on_demand"], "match": cfg.reward.match})
+    toolbox = world_toolbox(world_dir, cfg)
+    for length in sorted({len(p) for p in plans.values()}):
+        group = [EvalData(d.name, [s for s in d.samples if len(plans[image_key(s.image)]) == length]) for d in data]
+        protocol = cfg.protocol.model_copy(update={"max_turns": length + 1})
+        evaluate([g for g in group if g.samples], engine, toolbox, out_dir=out, eval_cfg=eval_cfg, protocol=protocol,
+                 sampling=cfg.engine.sampling, reward_cfg=cfg.reward, seed=cfg.seed, progress=True)
+    return report(data, ["on_demand"], out, eval_cfg, reward_cfg=cfg.reward, seed=cfg.seed).files["results"]
+
+
+def demo_metrics(m: dict) -> dict:
+    """The figures the demo reports for one split and workflow, from an evaluation's ``results.json`` entry."""
+    by_category = m.get("per_label", {}).get("category", {})
+    ratio = lambda label: by_category[label]["search_ratio"] if label in by_category else None  # noqa: E731
+    return {
+        "accuracy": m["accuracy"],
+        "search_ratio": m["search_ratio"],
+        "searches_per_question": m["searches_per_question"],
+        "search_ratio_free": ratio("search_free"),
+        "search_ratio_required": ratio("search_required"),
+        "correct_without_search": m["correct_without_search"],
+        "n": m["n"],
+    }
+
+
+def evaluated(eval_dir: Path, workflow: str) -> dict[str, dict]:
+    """``{split: demo_metrics}`` of one workflow of an evaluation folder."""
+    datasets = json.loads((eval_dir / "results.json").read_text())["datasets"]
+    return {split: demo_metrics(datasets[split][workflow]) for split in SPLITS}
+
+
+def final_training_search_ratio(run_dir: Path, last: int = 3) -> float | None:
+    """Mean search ratio of the last ``last`` logged training steps of a GRPO run."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    tail = rows[-last:]
+    return sum(r["search_ratio"] for r in tail) / len(tail) if tail else None
+
+
+# --- the whole demo ---------------------------------------------------------------------------------------
+
+
+def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = None) -> Path:
+    """Run (or resume) every stage of the demo under ``out``; return the path of ``results.json``."""
+    from rich.console import Console
+
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    estimates = ESTIMATES_S[cfg.world.size]
+    dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
+    stamps: dict[str, str] = {}
+    stamps["world"] = fingerprint(cfg.seed, cfg.world.model_dump(mode="json"))
+    stamps["pretrained"] = fingerprint(stamps["world"], cfg.model.model_dump(mode="json"), cfg.pretrain.model_dump(mode="json"), cfg.protocol.model_dump(mode="json"))
+    stamps["balanced"] = fingerprint(stamps["pretrained"], cfg.balance.model_dump(mode="json"), cfg.reward.match)
+    stamps["grpo"] = fingerprint(stamps["balanced"], cfg.train.model_dump(mode="json"), cfg.reward.model_dump(mode="json"), cfg.engine.model_dump(mode="json"))
+    eval_inputs = (cfg.eval.model_dump(mode="json"), cfg.reward.model_dump(mode="json"))
+    for name, upstream in (("eval_pretrained", "pretrained"), ("eval_oracle", "pretrained"), ("eval_grpo", "grpo")):
+        stamps[name] = fingerprint(stamps[upstream], *eval_inputs)
+    policy = dirs["pretrained"]
+    trained = dirs["grpo"] / "policy"
+
+    def world(folder: Path) -> None:
+        from mmsearch_r1.world import build_world
+
+        build_world(folder, seed=cfg.seed, cfg=cfg.world, progress=True)
+
+    def pretrain(folder: Path) -> None:
+        from mmsearch_r1.models.pretrain import pretrain as run
+
+        run(cfg, dirs["world"], folder, progress=True)
+
+    stages = [
+        Stage("world", dirs["world"], stamps["world"], world, estimates["world"]),
+        Stage("pretrain", policy, stamps["pretrained"], pretrain, estimates["pretrain"]),
+        Stage("balance", dirs["balanced"], stamps["balanced"], lambda f: run_balance(dirs["world"], policy, f, cfg), estimates["balance"]),
+        Stage("grpo", dirs["grpo"], stamps["grpo"], lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, dirs["world"], f, cfg), estimates["grpo"]),
+        Stage("evaluate pretrained (direct, rag, on-demand)", dirs["eval_pretrained"], stamps["eval_pretrained"],
+              lambda f: run_evaluation(policy, dirs["world"], ["direct", "rag", "on_demand"], f, cfg), estimates["eval"] * 3),
+        Stage("evaluate oracle", dirs["eval_oracle"], stamps["eval_oracle"], lambda f: run_oracle_evaluation(policy, dirs["world"], f, cfg), estimates["eval"]),
+        Stage("evaluate trained (on-demand)", dirs["eval_grpo"], stamps["eval_grpo"], lambda f: run_evaluation(trained, dirs["world"], ["on_demand"], f, cfg), estimates["eval"]),
+    ]
+    if ablations:
+        stages += ablation_stages(cfg, out, dirs, stamps, estimates)
+    seconds = StageRunner(stages, console).run()
+    return write_demo_report(cfg, out, dirs, ablations=ablations, seconds=seconds)
+
+
+# --- ablations ----------------------------------------------------------------------------------------------
+
+
+def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str, str], estimates: dict[str, float]) -> list[Stage]:
+    """GRPO without the search penalty, GRPO on search-required questions only, SFT on oracle trajectories."""
+    policy, world = dirs["pretrained"], dirs["world"]
+    root = out / "ablations"
+    for name in ABLATIONS:
+        dirs[name] = root / name
+        dirs[f"eval_{name}"] = root / f"eval_{name}"
+    dirs["unbalanced_data"] = root / "unbalanced_data"
+    stamps["no_penalty"] = fingerprint(stamps["grpo"], "no_penalty")
+    stamps["unbalanced_data"] = fingerprint(stamps["pretrained"], cfg.balance.model_dump(mode="json"), "required only")
+    stamps["unbalanced"] = fingerprint(stamps["unbalanced_data"], stamps["grpo"])
+    stamps["sft"] = fingerprint(stamps["balanced"], cfg.pretrain.model_dump(mode="json"), "sft x2")
+    eval_stage = lambda name: Stage(  # noqa: E731
+        f"evaluate {name}", dirs[f"eval_{name}"], fingerprint(stamps[name], cfg.eval.model_dump(mode="json")),
+        lambda f: run_evaluation(dirs[name] / "policy", world, ["on_demand"], f, cfg), estimates["eval"],
+    )
+    return [
+        Stage("ablation: GRPO without search penalty", dirs["no_penalty"], stamps["no_penalty"],
+              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, search_penalty=0.0, penalty_warmup_steps=0), estimates["grpo"]),
+        eval_stage("no_penalty"),
+        Stage("ablation: search-required data only", dirs["unbalanced_data"], stamps["unbalanced_data"],
+              lambda f: unbalanced_data(dirs["balanced"], f, cfg), 1.0),
+        Stage("ablation: GRPO on search-required data", dirs["unbalanced"], stamps["unbalanced"],
+              lambda f: run_grpo(dirs["unbalanced_data"] / "train.parquet", policy, world, f, cfg), estimates["grpo"]),
+        eval_stage("unbalanced"),
+        Stage("ablation: SFT on oracle trajectories (2x data)", dirs["sft"], stamps["sft"],
+              lambda f: run_sft(dirs["balanced"], policy, world, f, cfg), estimates["pretrain"] / 2),
+        eval_stage("sft"),
+    ]
+
+
+def unbalanced_data(balanced_dir: Path, out: Path, cfg: Any) -> Path:
+    """The search-required questions of the labelled pool, as many as the balanced set holds."""
+    import numpy as np
+
+    from mmsearch_r1.data import read_parquet, write_parquet
+    from mmsearch_r1.data.balance import balanced_subset
+
+    size = len(read_parquet(balanced_dir / "train.parquet"))
+    pool = read_parquet(balanced_dir / "labelled.parquet")
+    return write_parquet(balanced_subset(pool, 0.0, size, np.random.default_rng(cfg.seed)), out / "train.parquet")
+
+
+def run_sft(balanced_dir: Path, policy_dir: Path, world_dir: Path, out: Path, cfg: Any) -> Path:
+    """Supervised fine-tuning of the pretrained policy on teacher trajectories: the searches each question
+    needs, then the right answer (``oracle.world_plans(with_answers=True)``), for ``demo.sft_data_factor``
+    times as many questions as the GRPO run trained on. The loss is the mean negative log-likelihood of the
+    scripted turns, from the same forward pass GRPO uses (``engines.hf.trajectory_logprobs``)."""
+    import numpy as np
+    import torch
+
+    from mmsearch_r1.data import read_parquet
+    from mmsearch_r1.engines.hf import HFEngine, trajectory_logprobs
+    from mmsearch_r1.models import load_policy
+    from mmsearch_r1.oracle import OracleEngine, world_plans
+    from mmsearch_r1.progress import progress_bar
+    from mmsearch_r1.rollout import rollout
+    from mmsearch_r1.train.grpo import masked_mean
+    from mmsearch_r1.world import load_world
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    rl_questions = min(len(read_parquet(balanced_dir / "train.parquet")), cfg.train.steps * cfg.train.prompts_per_step)
+    pool = read_parquet(world_dir / "train.parquet")
+    samples = [pool[i] for i in rng.permutation(len(pool))[: int(round(cfg.demo.sft_data_factor * rl_questions))]]
+    policy = load_policy(policy_dir)
+    teacher = OracleEngine(HFEngine(policy), world_plans(samples, load_world(world_dir), with_answers=True))
+    trajectories = rollout(samples, teacher, world_toolbox(world_dir, cfg), protocol=cfg.protocol, sampling=cfg.engine.sampling, seed=cfg.seed)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.demo.sft_lr)
+    size = cfg.demo.sft_micro_batch_size
+    policy.model.train()
+    with progress_bar("sft", cfg.demo.sft_epochs * -(-len(trajectories) // size)) as advance:
+        for _ in range(cfg.demo.sft_epochs):
+            order = rng.permutation(len(trajectories))
+            for start in range(0, len(order), size):
+                batch = [trajectories[i] for i in order[start:start + size]]
+                logprobs = trajectory_logprobs(policy, batch)
+                width = max(len(t.token_ids) for t in batch)
+                values = torch.stack([torch.nn.functional.pad(lp, (0, width - len(lp))) for lp in logprobs])
+                mask = torch.tensor([t.loss_mask + [0] * (width - len(t.loss_mask)) for t in batch])
+                loss = -masked_mean(values, mask)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                advance(status=f"nll {loss.item():.3f}")
+    policy.model.eval()
+    (out / "sft.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "sft.json").write_text(json.dumps({"questions": len(samples), "rl_questions": rl_questions, "epochs": cfg.demo.sft_epochs}) + "\n")
+    return policy.save(out / "policy")
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+
+SOURCES = {  # demo workflow -> (evaluation folder, workflow inside it)
+    "direct": ("eval_pretrained", "direct"),
+    "rag": ("eval_pretrained", "rag"),
+    "pretrained": ("eval_pretrained", "on_demand"),
+    "oracle": ("eval_oracle", "on_demand"),
+    "on_demand": ("eval_grpo", "on_demand"),
+}
+
+
+def criteria(results: dict) -> dict:
+    """The reproduction criteria on the in-domain test, each with its figures and whether it is met."""
+    split = results["in_domain"]
+    od, rag, pre = split["on_demand"], split["rag"], split["pretrained"]
+    checks = {
+        "accuracy_vs_rag": {"on_demand": od["accuracy"], "rag": rag["accuracy"], "met": od["accuracy"] >= rag["accuracy"] - 0.02},
+        "searches_vs_rag": {"on_demand": od["searches_per_question"], "rag": rag["searches_per_question"],
+                            "ratio": od["searches_per_question"] / rag["searches_per_question"] if rag["searches_per_question"] else None,
+                            "met": od["searches_per_question"] <= 0.7 * rag["searches_per_question"]},
+        "free_below_required": {"free": od["search_ratio_free"], "required": od["search_ratio_required"],
+                                "met": None if od["search_ratio_free"] is None or od["search_ratio_required"] is None
+                                else od["search_ratio_required"] - od["search_ratio_free"] >= 0.2},
+        "correct_without_search_up": {"on_demand": od["correct_without_search"], "pretrained": pre["correct_without_search"],
+                                      "met": od["correct_without_search"] > pre["correct_without_search"]},
+    }
+    for name in ("no_penalty", "unbalanced"):
+        ablation = results.get("ablations", {}).get(name)
+        if ablation is not None:
+            ratio = ablation["final_training_search_ratio"]
+            checks[f"{name}_search_ratio_high"] = {"final_training_search_ratio": ratio, "met": ratio is not None and ratio >= 0.9}
+    return checks
+
+
+def write_demo_report(cfg: Any, out: Path, dirs: dict[str, Path], *, ablations: bool, seconds: dict[str, float]) -> Path:
+    """Gather every evaluation into ``results.json`` and ``results.md``, and draw the demo's plots."""
+    results: dict[str, Any] = {split: {} for split in SPLITS}
+    for workflow, (folder, inner) in SOURCES.items():
+        for split, metrics in evaluated(dirs[folder], inner).items():
+            results[split][workflow] = metrics
+    if ablations:
+        results["ablations"] = {}
+        for name in ABLATIONS:
+            entry = evaluated(dirs[f"eval_{name}"], "on_demand")
+            train_ratio = final_training_search_ratio(dirs[name]) if name != "sft" else None
+            results["ablations"][name] = {**entry, "final_training_search_ratio": train_ratio}
+    results["criteria"] = criteria(results)
+    results["balance"] = json.loads((dirs["balanced"] / "balance.json").read_text())
+    results["training"] = training_summary(dirs["grpo"])
+    results["seed"], results["world_size"] = cfg.seed, cfg.world.size
+    results["stage_seconds"] = {p.parent.name: json.loads(p.read_text())["seconds"] for p in sorted(out.rglob(STAMP))}
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(results, dirs, out))
+    plot_summary(results, out / "accuracy_vs_searches.png")
+    runs = {"GRPO": dirs["grpo"]} | ({"no penalty": dirs["no_penalty"], "unbalanced": dirs["unbalanced"]} if ablations else {})
+    plot_training(runs, out / "training_dynamics.png")
+    return path
+
+
+def training_summary(run_dir: Path) -> dict:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    keys = ("reward", "accuracy", "format_rate", "search_ratio", "searches_per_episode", "kl")
+    pick = lambda row: {k: row[k] for k in keys}  # noqa: E731
+    return {"steps": len(rows), "first_step": pick(rows[0]), "last_step": pick(rows[-1]),
+            "seconds": round(sum(r["step_time_s"] for r in rows), 1)}
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def markdown(results: dict, dirs: dict[str, Path], out: Path) -> str:
+    """The demo's tables: every workflow on both splits, the criteria, the ablations."""
+    lines = ["# mmsearch-r1 demo results", ""]
+    header = "| workflow | accuracy | search ratio | searches / q | search ratio (free) | search ratio (required) | correct w/o search | n |"
+    for split in SPLITS:
+        lines += [f"## {split}", "", header, "|---|---|---|---|---|---|---|---|"]
+        for workflow, m in results[split].items():
+            lines.append(f"| {workflow} | {_pct(m['accuracy'])} | {_pct(m['search_ratio'])} | {m['searches_per_question']:.2f} | "
+                         f"{_pct(m['search_ratio_free'])} | {_pct(m['search_ratio_required'])} | {_pct(m['correct_without_search'])} | {m['n']} |")
+        lines.append("")
+    lines += ["## Reproduction criteria (in_domain)", "", "| criterion | figures | met |", "|---|---|---|"]
+    for name, check in results["criteria"].items():
+        figures = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items() if k != "met")
+        lines.append(f"| {name} | {figures} | {'yes' if check['met'] else 'no' if check['met'] is False else '–'} |")
+    if "ablations" in results:
+        lines += ["", "## Ablations (on-demand, in_domain)", "", "| run | accuracy | search ratio | searches / q | final training search ratio |", "|---|---|---|---|---|"]
+        for name, entry in results["ablations"].items():
+            m = entry["in_domain"]
+            lines.append(f"| {name} | {_pct(m['accuracy'])} | {_pct(m['search_ratio'])} | {m['searches_per_question']:.2f} | {_pct(entry['final_training_search_ratio'])} |")
+    viewers = [f"[{folder}]({(dirs[folder] / 'viewer.html').relative_to(out)})" for folder in ("eval_grpo", "eval_pretrained", "eval_oracle")]
+    lines += ["", "Trajectory viewers: " + ", ".join(viewers), "", "![accuracy vs searches](accuracy_vs_searches.png)",
+              "![training dynamics](training_dynamics.png)", ""]
+    return "\n".join(lines)
+
+
+def _canvas(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_summary(results: dict, path: Path) -> Path:
+    """Accuracy against searches per question, one point per workflow, one panel per split."""
+    figure = _canvas(9, 4)
+    for i, split in enumerate(SPLITS):
+        ax = figure.add_subplot(1, len(SPLITS), i + 1)
+        for workflow, m in results[split].items():
+            ax.scatter(m["searches_per_question"], 100 * m["accuracy"], s=40)
+            ax.annotate(workflow, (m["searches_per_question"], 100 * m["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set(title=split, xlabel="searches per question", ylabel="accuracy (%)", xlim=(-0.1, 2.3), ylim=(0, 105))
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def plot_training(runs: dict[str, Path], path: Path) -> Path:
+    """Reward and search ratio per GRPO step, for the main run and the ablations."""
+    figure = _canvas(9, 3.6)
+    panels = [("reward", "mean reward"), ("search_ratio", "search ratio")]
+    axes = [figure.add_subplot(1, 2, i + 1) for i in range(2)]
+    for label, run_dir in runs.items():
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=label)
+    for ax, (_, title) in zip(axes, panels):
+        ax.set(xlabel="GRPO step", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
