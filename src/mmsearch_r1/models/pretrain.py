@@ -18,7 +18,7 @@ Choices worth knowing:
   sight-group entities (``sight_drills``) and asks each fact-group fact by name (``fact_drills``). A share
   of them (``drill_context_share``) is asked one per chat inside the protocol's real opening turn: packed
   drills alone taught recognition that did not carry over to the far longer first turn of an episode.
-- Each epoch makes ``protocol_demos`` protocol demonstrations from the training questions,
+- Each epoch makes protocol demonstrations from a share of the training questions (``protocol_fraction``),
   with freshly drawn action sequences.
 - Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
   cosine decay. The whole schedule is planned from the seed before training, so a resumed run takes exactly
@@ -140,7 +140,7 @@ class DemoSource:
 
         p, world = self.cfg.pretrain, self.world
         rng = np.random.default_rng([self.cfg.seed, STREAM_ACTIONS, e])
-        count = p.protocol_demos
+        count = max(p.min_protocol_demos, round(p.protocol_fraction * len(self.samples)))
         rounds = [rng.permutation(len(self.samples)) for _ in range(math.ceil(count / len(self.samples)))]
         by_round: dict[tuple[int, str], list[Planned]] = {}
         for k, i in enumerate(int(i) for i in np.concatenate(rounds)[:count]):

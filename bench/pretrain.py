@@ -1,0 +1,79 @@
+"""The pretraining budget: world build + pretraining wall time, and training speed at 1 and 2 torch threads.
+
+    python bench/pretrain.py [--size small|default] [--out /tmp/pretrain_bench] [--set pretrain.epochs=2 ...]
+
+Prints the seconds of each stage (world build, setup, demonstrations, training, report), the training
+tokens per second, and, side by side in the same run, the training speed of 20 steps with 1 and with 2
+threads. Budgets on 2 CPU cores: small world build + pretraining < 90 s; default pretraining < 6 min.
+The machine's other load changes every figure; the script prints the load average it saw.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+
+def thread_speed(cfg, world_dir: Path, threads: int, steps: int = 20) -> float:
+    """Training tokens per second over ``steps`` batches of epoch 0 with ``threads`` torch threads."""
+    import numpy as np
+    import torch
+
+    from mmsearch_r1.models.policy import build_tiny_policy
+    from mmsearch_r1.models.pretrain import DemoSource, batch_up, collate, masked_lm_loss, read_split, world_texts, world_toolbox
+    from mmsearch_r1.models.tokenizer import build_tokenizer
+    from mmsearch_r1.world.schema import load_world
+
+    torch.set_num_threads(threads)
+    world = load_world(world_dir)
+    policy = build_tiny_policy(cfg.model, build_tokenizer(world_texts(world, world_dir), vocab_size=cfg.model.vocab_size))
+    source = DemoSource(cfg, world, read_split(world_dir, "train"), world_toolbox(world_dir), policy)
+    batches = batch_up(source.epoch(0, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))[:steps]
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.pretrain.lr)
+    image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    started, tokens = time.perf_counter(), 0
+    for batch in batches:
+        b = collate(batch, policy.tokenizer.pad_token_id, image_id)
+        loss = masked_lm_loss(policy.model(**b["inputs"]).logits, b["inputs"]["input_ids"], b["loss_mask"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tokens += int(b["inputs"]["attention_mask"].sum())
+    return tokens / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=["small", "default"])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/pretrain_bench"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.pretrain import pretrain
+    from mmsearch_r1.world.build import build_world
+
+    cfg = load_config(None, args.overrides)
+    started = time.perf_counter()
+    world_dir = build_world(args.out / "world", seed=cfg.seed, size=args.size)
+    build_seconds = time.perf_counter() - started
+    policy_dir = args.out / "policy"
+    if policy_dir.exists():
+        import shutil
+
+        shutil.rmtree(policy_dir)
+    started = time.perf_counter()
+    pretrain(cfg, world_dir, policy_dir)
+    pretrain_seconds = time.perf_counter() - started
+    report = json.loads((policy_dir / "pretrain_report.json").read_text())
+    print(f"load average at the end: {os.getloadavg()}")
+    print(f"{args.size} world build: {build_seconds:.1f} s; pretraining: {pretrain_seconds:.1f} s; together {build_seconds + pretrain_seconds:.1f} s")
+    print("pretraining stages (s): " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
+    print(f"training: {report['training']['steps']} steps, {report['tokens']:,} tokens, {report['training']['tokens_per_second']} tokens/s")
+    one, two = thread_speed(cfg, world_dir, 1), thread_speed(cfg, world_dir, 2)
+    print(f"training speed, 20 steps: 1 thread {one:.0f} tokens/s, 2 threads {two:.0f} tokens/s (ratio {two / one:.2f})")
+
+
+if __name__ == "__main__":
+    main()
