@@ -43,10 +43,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from mmsearch_r1.models.demos import Demonstration
-    from mmsearch_r1.tools.base import Toolbox
     from mmsearch_r1.models.encode import Encoded, PixelCache
     from mmsearch_r1.models.policy import Policy
+    from mmsearch_r1.tools.base import Toolbox
     from mmsearch_r1.world.schema import World
 
 CHECKPOINT = "checkpoint"
@@ -108,7 +107,7 @@ class Plan:
 
 
 class DemoSource:
-    """Makes the encoded demonstrations of one epoch (cached where an epoch repeats an earlier one)."""
+    """Makes the encoded demonstrations and drills of one epoch (images are processed once each)."""
 
     def __init__(self, cfg: Any, world: "World", samples: list, toolbox: "Toolbox", policy: "Policy"):
         from mmsearch_r1.models.demos import DemoPolicy
@@ -120,17 +119,11 @@ class DemoSource:
         p = cfg.pretrain
         self.choice = DemoPolicy(p.direct_prob, p.image_first_prob, p.follow_up_prob)
         self.pixels: PixelCache = PixelCache(policy.image_processor)
-        self._cache: dict[tuple, Encoded] = {}
 
-    def _encode(self, key: tuple | None, make) -> "Encoded":
+    def _encode(self, demo) -> "Encoded":
         from mmsearch_r1.models.encode import encode_demonstration
 
-        if key is not None and key in self._cache:
-            return self._cache[key]
-        encoded = encode_demonstration(make(), self.policy, self.pixels)
-        if key is not None:
-            self._cache[key] = encoded
-        return encoded
+        return encode_demonstration(demo, self.policy, self.pixels)
 
     def epoch(self, e: int, counts: dict[str, int]) -> list["Encoded"]:
         """Protocol demonstrations on a share of the questions, then the knowledge drills, of epoch ``e``."""
@@ -155,7 +148,7 @@ class DemoSource:
         out = []
         for (_, workflow), plans in sorted(by_round.items()):
             for demo in scripted_demonstrations(world, plans, self.toolbox, self.cfg.protocol, workflow, self.templates):
-                out.append(self._encode(None, lambda: demo))
+                out.append(self._encode(demo))
         return out + self.drills(e)
 
     def drills(self, e: int) -> list["Encoded"]:
@@ -178,10 +171,10 @@ class DemoSource:
                 drills += [Drill(entity, fact.attribute, world.name_question(entity, fact.attribute))] * p.fact_drills
         order = [drills[i] for i in rng.permutation(len(drills))]
         in_context = round(p.drill_context_share * len(order))
-        out = [self._encode(None, lambda: drill_demo(f"drill-{e}-c{k}", [d], self.templates)) for k, d in enumerate(order[:in_context])]
+        out = [self._encode(drill_demo(f"drill-{e}-c{k}", [d], self.templates)) for k, d in enumerate(order[:in_context])]
         packed = order[in_context:]
         chats = [packed[i:i + p.drill_size] for i in range(0, len(packed), p.drill_size)]
-        return out + [self._encode(None, lambda: drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)]
+        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)]
 
 
 def batch_up(items: list["Encoded"], batch_tokens: int, rng: "np.random.Generator", window: int = 256) -> list[list["Encoded"]]:
