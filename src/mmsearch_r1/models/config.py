@@ -37,7 +37,7 @@ class PretrainConfig(Section):
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
     warmup_steps: int = Field(30, ge=0, le=100_000, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
-    epochs: float = Field(4.0, gt=0.0, le=1000.0, description="Passes over the demonstration set.")
+    epochs: float = Field(5.0, gt=0.0, le=1000.0, description="Passes over the demonstration set.")
     batch_tokens: int = Field(1536, ge=64, le=1_000_000, description="Tokens (padding included) in one optimizer step.")
     protocol_fraction: float = Field(0.1, gt=0.0, le=8.0, description="Protocol demonstrations per epoch, as a share of the training questions.")
     min_protocol_demos: int = Field(60, ge=1, le=1_000_000, description="Fewest protocol demonstrations per epoch (small worlds).")
