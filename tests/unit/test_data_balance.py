@@ -102,3 +102,12 @@ def test_balance_labels_from_the_models_own_success():
     assert result.summary()["agreement_with_generator"]["agreement"] == 1.0
     # 6 free and 6 required candidates; at 1 free : 2 required the largest mix is 3 + 6.
     assert Counter(s.category for s in result.selected) == {"search_free": 3, "search_required": 6}
+
+
+def test_candidates_caps_the_questions_labelled():
+    samples = [sample(i, "none") for i in range(10)]
+    engine = ScriptedEngine(lambda context: "<reason>r</reason><answer>x</answer>")
+    result = balance(samples, engine, Toolbox(Lens(), Pages()), BalanceConfig(k=1, candidates=4),
+                     protocol=ProtocolConfig(), max_new_tokens=8)
+    assert len(result.labelled) + len(result.dropped) == 4
+    assert engine.batch_sizes == [4, 4]  # direct for the four, then rag for the four that failed (its answer-first turn ends it)

@@ -127,6 +127,9 @@ def balance(
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.rollout import rollout
 
+    if cfg.candidates is not None and cfg.candidates < len(samples):
+        rng = np.random.default_rng(seed)
+        samples = [samples[i] for i in sorted(rng.permutation(len(samples))[: cfg.candidates])]
     sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=max_new_tokens)
     run = lambda subset, workflow, offset: rollout(  # noqa: E731
         subset, engine, toolbox, n=cfg.k, protocol=protocol, sampling=sampling,

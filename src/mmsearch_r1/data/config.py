@@ -10,6 +10,7 @@ from mmsearch_r1.config import Section
 class BalanceConfig(Section):
     """Label questions search_free / search_required from the model's own success, then sample a balanced set."""
 
+    candidates: int | None = Field(None, ge=1, description="Label at most this many questions, drawn at random from the data (None: all).")
     k: int = Field(4, ge=1, le=64, description="Episodes per question and workflow used to measure success.")
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature of those episodes.")
     free_threshold: float = Field(0.5, gt=0.0, le=1.0, description="Direct-answer success rate at or above which a question is search_free.")

@@ -1,7 +1,6 @@
 """The policy model: a tiny Qwen2.5-VL built offline, the loader shared with real checkpoints, pretraining.
 
-Every name loads on first use: heavy modules (torch, transformers) stay out of ``import mmsearch_r1``, and
-the config sections import without a cycle through ``mmsearch_r1.config``.
+Every name loads on first use: heavy modules (torch, transformers) stay out of ``import mmsearch_r1``.
 """
 
 __all__ = [
@@ -23,7 +22,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        import mmsearch_r1.config  # noqa: F401  (joins the section files; importing a section first would cycle)
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)
