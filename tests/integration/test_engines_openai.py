@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
-import mmsearch_r1.config  # noqa: F401
 from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import VQASample
 from mmsearch_r1.engines.base import Context, EngineError
@@ -22,68 +17,15 @@ from mmsearch_r1.rollout import rollout
 from mmsearch_r1.tools.base import ImageHit, ImageSearch, TextSearch, Toolbox
 from mmsearch_r1.trajectory import ImageRef, Message
 
+from loopback import ChatServer, completion
+
 IMAGE = "<reason>Unknown.</reason><search><img></search>"
 ANSWER = "<reason>The pages say Quux.</reason><answer>Quux</answer>"
 
 
-class FakeServer:
-    """A chat-completions server whose replies come from ``self.reply(body) -> (status, json)``."""
-
-    def __init__(self):
-        self.requests, self.headers, self.in_flight, self.most_in_flight = [], [], 0, 0
-        self.delay = 0.0
-        self.reply = lambda body: (200, completion("<reason>ok</reason><answer>x</answer>"))
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send(200, {"data": [{"id": "tiny-served"}]} if self.path == "/v1/models" else {})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append(body)
-                    server.headers.append(dict(self.headers))
-                    server.in_flight += 1
-                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
-                time.sleep(server.delay)
-                with server.lock:
-                    server.in_flight -= 1
-                    status, payload = server.reply(body)
-                self._send(status, payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def completion(text, finish="stop", logprobs=None):
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-    if logprobs is not None:
-        choice["logprobs"] = {"content": [{"token": "t", "logprob": v} for v in logprobs]}
-    return {"id": "c", "object": "chat.completion", "choices": [choice]}
-
-
 @pytest.fixture
 def server():
-    fake = FakeServer()
+    fake = ChatServer()
     yield fake
     fake.close()
 
@@ -137,7 +79,7 @@ def test_persistent_failure_is_one_clear_error(server):
 
 
 def test_unreachable_server_names_the_url():
-    closed = FakeServer()
+    closed = ChatServer()
     url = closed.url
     closed.close()
     engine = OpenAIEngine(OpenAIEngineConfig(base_url=url, model_name="m", max_retries=1, backoff_s=0.0))

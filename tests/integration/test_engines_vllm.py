@@ -8,7 +8,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import mmsearch_r1.config  # noqa: E402,F401
 from mmsearch_r1.config import ProtocolConfig  # noqa: E402
 from mmsearch_r1.engines.base import EngineError  # noqa: E402
 from mmsearch_r1.engines.config import EngineConfig, SamplingConfig  # noqa: E402

@@ -7,7 +7,6 @@ import sys
 import pytest
 from PIL import Image
 
-import mmsearch_r1.config  # noqa: F401  (loads the config tree before a section module)
 from mmsearch_r1.cli import main
 from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import write_parquet

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-import mmsearch_r1.config  # noqa: F401  (loads the config tree before a section module)
 from mmsearch_r1.cli import main
+
+from loopback import ChatServer, completion, last_user_text
 
 pytest.importorskip("torch")
 
@@ -69,53 +70,25 @@ def test_three_workflows_on_the_demo_world_then_resume(world_and_policy, tmp_pat
     assert before == after
 
 
-class FakeVLMServer:
+class FakeVLMServer(ChatServer):
     """An OpenAI-compatible chat server on 127.0.0.1 that plays a searcher: image search, text search, answer.
 
     It records how many images each request carried.
     """
 
     def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.images_per_request: list[int] = []
-        outer = self
+        super().__init__(self.search_then_answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                parts = [p for m in body["messages"] if isinstance(m["content"], list) for p in m["content"]]
-                outer.images_per_request.append(sum(p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/") for p in parts))
-                last = body["messages"][-1]
-                text = last["content"] if isinstance(last["content"], str) else " ".join(p.get("text", "") for p in last["content"])
-                if "write a web search query" in text or "or search with <text_search>" in text:
-                    reply = "<reason>The pages name the guild.</reason><text_search>guild founding decade</text_search>"
-                elif "to find pages with similar images" in text:
-                    reply = "<reason>I do not know this emblem.</reason><search><img></search>"
-                else:
-                    reply = "<reason>The results say so.</reason><answer>twenties</answer>"
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def search_then_answer(self, body):
+        parts = [p for m in body["messages"] if isinstance(m["content"], list) for p in m["content"]]
+        self.images_per_request.append(sum(p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/") for p in parts))
+        text = last_user_text(body)
+        if "write a web search query" in text or "or search with <text_search>" in text:
+            return 200, completion("<reason>The pages name the guild.</reason><text_search>guild founding decade</text_search>")
+        if "to find pages with similar images" in text:
+            return 200, completion("<reason>I do not know this emblem.</reason><search><img></search>")
+        return 200, completion("<reason>The results say so.</reason><answer>twenties</answer>")
 
 
 def test_an_openai_compatible_model_in_all_three_workflows_with_one_command(world_and_policy, tmp_path, monkeypatch):

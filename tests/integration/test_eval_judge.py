@@ -1,67 +1,31 @@
 """The LLM judge against a fake OpenAI-compatible server on 127.0.0.1."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
-
-import mmsearch_r1.config  # noqa: F401  (loads the config tree before a section module)
 
 from mmsearch_r1.eval.config import JudgeConfig
 from mmsearch_r1.eval.judge import JUDGE_PROMPT, JudgeError, JudgeItem, LLMJudge, parse_verdict, render_prompt
 from mmsearch_r1.protocol import REFUSAL
 
+from loopback import ChatServer, completion
 
-class FakeJudgeServer:
+
+def FakeJudgeServer(*, fail_first: int = 0, status: int = 200, reply: str | None = None) -> ChatServer:
     """Answers CORRECT when a gold answer appears in the predicted answer (lower-cased)."""
+    failures = [fail_first]
 
-    def __init__(self, *, fail_first: int = 0, status: int = 200, reply: str | None = None):
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.fail_first = fail_first
-        outer = self
+    def judge(body):
+        if failures[0] > 0:
+            failures[0] -= 1
+            return 503, {"error": "busy"}
+        if status != 200:
+            return status, {"error": "nope"}
+        prompt = body["messages"][0]["content"]
+        gold = prompt.split("Gold answers: ")[1].split("\n")[0].lower()
+        predicted = prompt.split("Predicted answer: ")[1].split("\n")[0].lower()
+        verdict = reply if reply is not None else ("CORRECT" if any(g.strip() in predicted for g in gold.split("|")) else "INCORRECT")
+        return 200, completion(verdict)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                outer.headers.append(dict(self.headers))
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": "not found"})
-                if outer.fail_first > 0:
-                    outer.fail_first -= 1
-                    return self._send(503, {"error": "busy"})
-                if status != 200:
-                    return self._send(status, {"error": "nope"})
-                prompt = body["messages"][0]["content"]
-                gold = prompt.split("Gold answers: ")[1].split("\n")[0].lower()
-                predicted = prompt.split("Predicted answer: ")[1].split("\n")[0].lower()
-                verdict = reply if reply is not None else ("CORRECT" if any(g.strip() in predicted for g in gold.split("|")) else "INCORRECT")
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": verdict}}]})
-
-            def _send(self, code, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    return ChatServer(judge)
 
 
 def _cfg(url, **kw):
@@ -76,6 +40,7 @@ def test_verdicts_are_parsed_and_cached_on_disk(tmp_path, monkeypatch):
         judge = LLMJudge(_cfg(server.url), tmp_path / "cache")
         assert judge.judge_many(items) == [True, False, False, False]
         assert len(server.requests) == 2  # no call for a missing answer or the refusal
+        assert set(server.paths) == {"/v1/chat/completions"}
         assert server.requests[0]["model"] == "fake-judge" and server.requests[0]["temperature"] == 0.0
         assert server.headers[0]["Authorization"] == "Bearer sk-test-secret"
         judge.close()

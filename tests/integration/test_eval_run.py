@@ -7,7 +7,6 @@ import re
 import pytest
 from PIL import Image
 
-import mmsearch_r1.config  # noqa: F401  (loads the config tree before a section module)
 from mmsearch_r1.config import ProtocolConfig, RewardConfig
 from mmsearch_r1.data.schema import VQASample
 from mmsearch_r1.engines.config import SamplingConfig

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import mmsearch_r1.config  # noqa: F401
 from mmsearch_r1.cli import app
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer
 from mmsearch_r1.tools.local_image import build_image_index
 from mmsearch_r1.tools.local_text import build_text_index
+
+from loopback import ChatServer, completion
 
 COLORS = ["red", "green", "blue", "yellow"]
 
@@ -70,46 +69,21 @@ def test_ask_prints_turns_and_answer_for_people(world, model_dir):
     assert "assistant" in result.stdout and "[image 0]" in result.stdout and "answer:" in result.stdout
 
 
-class _Server:
-    """A chat-completions server that searches by image once, then answers from the titles it was shown."""
-
-    def __init__(self):
-        self.bodies = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.bodies.append(body)
-                searched = any(m["role"] == "assistant" for m in body["messages"])
-                text = "<reason>Seen it.</reason><answer>Quux</answer>" if searched else "<reason>Unknown.</reason><search><img></search>"
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+def _searcher(body):
+    """Searches by image once, then answers from the titles it was shown."""
+    searched = any(m["role"] == "assistant" for m in body["messages"])
+    return 200, completion("<reason>Seen it.</reason><answer>Quux</answer>" if searched else "<reason>Unknown.</reason><search><img></search>")
 
 
 def test_ask_through_an_openai_compatible_server(world):
-    server = _Server()
-    try:
+    with ChatServer(_searcher) as server:
         result = _ask("--engine", "openai", "--base-url", server.url, "--model-name", "served", "--world", world,
                       "--image", world / "question.png", "--question", "Where is this guild from?", "--json")
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert (record["actions"], record["final_answer"], record["image_searches"]) == (["image_search", "answer"], "Quux", 1)
     assert record["token_ids"] == [] == record["loss_mask"]
-    titles = [p["text"] for p in server.bodies[1]["messages"][3]["content"] if p["type"] == "text"]
+    titles = [p["text"] for p in server.requests[1]["messages"][3]["content"] if p["type"] == "text"]
     assert any("The red guild" in t for t in titles)  # the nearest thumbnail's title came from the real image index
 
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import mmsearch_r1.config  # noqa: F401  (joins the config sections before any section is imported)
 from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import VQASample
 from mmsearch_r1.engines.base import GeneratedTurn

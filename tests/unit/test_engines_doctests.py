@@ -7,7 +7,6 @@ import importlib
 
 import pytest
 
-import mmsearch_r1.config  # noqa: F401
 
 MODULES = ["mmsearch_r1.rollout", "mmsearch_r1.engines.scripted", "mmsearch_r1.engines.hf", "mmsearch_r1.engines.openai"]
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-import mmsearch_r1.config  # noqa: F401
 from mmsearch_r1.config import load_config
 from mmsearch_r1.engines import build_engine
 from mmsearch_r1.engines.base import Context
