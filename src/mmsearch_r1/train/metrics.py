@@ -50,26 +50,13 @@ class UpdateStats:
 
 
 @dataclass
-class StepMetrics:
-    """One line of ``metrics.jsonl``: the step (1-based), its episodes, its update, the schedule, the clock."""
+class StepMetrics(UpdateStats, EpisodeStats):
+    """One line of ``metrics.jsonl``: the step (1-based), its episodes, its update, the schedule, the clock.
+
+    The episode and update fields come from ``EpisodeStats`` and ``UpdateStats``; ``step`` is written first.
+    """
 
     step: int
-    reward: float
-    accuracy: float
-    format_rate: float
-    search_ratio: float
-    image_search_ratio: float
-    text_search_ratio: float
-    searches_per_episode: float
-    tool_failures: int
-    tokens: int
-    sampled_tokens: int
-    episodes: int
-    policy_loss: float
-    kl: float
-    entropy: float
-    clip_fraction: float
-    grad_norm: float
     lr: float
     search_penalty: float
     step_time_s: float
@@ -135,7 +122,7 @@ class MetricsLog:
         self._wandb = _wandb_run(wandb_project, out_dir, run_config or {}, resume) if wandb else None
 
     def write(self, metrics: StepMetrics) -> None:
-        row = asdict(metrics)
+        row = {"step": metrics.step, **asdict(metrics)}
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
