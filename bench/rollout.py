@@ -2,6 +2,7 @@
 
     python bench/rollout.py                       # builds a small demo world and a random tiny policy in a temp folder
     python bench/rollout.py --world worlds/demo --model runs/pretrain/policy --episodes 128
+    python bench/rollout.py --kv-cache on          # only the default engine (off: only the generate path)
 
 Prints three figures measured side by side in one run:
 1. wall time of the same episodes run as one batch and one at a time, and their ratio (target >= 8x);
@@ -29,6 +30,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="Timed repeats of the batched rollout and of raw generate (fastest counts).")
     parser.add_argument("--keep-sampled-ids", action="store_true", help="Run with canonical_tokens off (no retokenization).")
+    parser.add_argument("--kv-cache", choices=["on", "off", "both"], default="both",
+                        help="The hf engine's per-episode KV cache: on (default engine), off (generate over whole contexts), or both side by side.")
     return parser.parse_args()
 
 
@@ -51,9 +54,10 @@ def setup(args: argparse.Namespace, scratch: Path):
     toolbox = build_toolbox(cfg.tools)
     questions = read_parquet(world / "test.parquet")
     samples = [questions[i % len(questions)] for i in range(args.episodes)]
-    engine = HFEngine(policy, canonical_tokens=not args.keep_sampled_ids)
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.kv_cache]
+    engines = {kv: HFEngine(policy, canonical_tokens=not args.keep_sampled_ids, kv_cache=kv) for kv in modes}
     params = sum(p.numel() for p in policy.model.parameters())
-    return policy, engine, toolbox, samples, cfg, f"{weights}, {params / 1e6:.2f} M parameters"
+    return policy, engines, toolbox, samples, cfg, f"{weights}, {params / 1e6:.2f} M parameters"
 
 
 def timed(fn):
@@ -90,40 +94,48 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
-        policy, engine, toolbox, samples, cfg, model_note = setup(args, Path(scratch))
+        policy, engines, toolbox, samples, cfg, model_note = setup(args, Path(scratch))
         sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0)
 
-        def run(batch):
+        def run(engine, batch):
             return rollout(batch, engine, toolbox, protocol=cfg.protocol, sampling=sampling, seed=args.seed)
 
-        run(samples[:4])  # warm-up
-        # Batched rollout and raw generate alternate `repeats` times and the fastest of each counts: the machine
-        # is shared, and the minimum is the least disturbed measurement of each.
-        batched, batched_s, raw_s, raw_tokens = None, float("inf"), float("inf"), 0
+        for engine in engines.values():
+            run(engine, samples[:4])  # warm-up
+        # Batched rollouts (each engine) and raw generate alternate `repeats` times and the fastest of each counts:
+        # the machine is shared, and the minimum is the least disturbed measurement of each.
+        batched = {kv: (None, float("inf")) for kv in engines}
+        raw = {kv: (0, float("inf")) for kv in engines}
         for _ in range(args.repeats):
-            out, seconds = timed(lambda: run(samples))
-            batched, batched_s = (out, seconds) if seconds < batched_s else (batched, batched_s)
-            sampled = sum(t.meta["sampled_tokens"] for t in batched)  # what generate sampled, before retokenization
-            per_row = max(1, -(-sampled // len(samples)))  # raw generate makes about as many tokens: ceil(sampled / rows) per row
-            raw_tokens, seconds = raw_generate(policy, engine, samples, per_row, args.seed)
-            raw_s = min(raw_s, seconds)
-        sequential_s = 0.0
-        for sample in samples:
-            sequential_s += timed(lambda: run([sample]))[1]
+            for kv, engine in engines.items():
+                out, seconds = timed(lambda: run(engine, samples))
+                if seconds < batched[kv][1]:
+                    batched[kv] = (out, seconds)
+                sampled = sum(t.meta["sampled_tokens"] for t in batched[kv][0])  # what the engine sampled, before retokenization
+                per_row = max(1, -(-sampled // len(samples)))  # raw generate makes about as many tokens: ceil(sampled / rows) per row
+                tokens, seconds = raw_generate(policy, engine, samples, per_row, args.seed)
+                raw[kv] = (tokens, min(raw[kv][1], seconds))
+        sequential = {kv: sum(timed(lambda: run(engine, [sample]))[1] for sample in samples) for kv, engine in engines.items()}
 
-    turns = sum(len(t.actions) for t in batched)
-    rollout_rate, raw_rate = sampled / batched_s, raw_tokens / raw_s
     print(f"model: tiny Qwen2.5-VL, {model_note}; {args.episodes} episodes; max_new_tokens {args.max_new_tokens}; "
           f"{args.threads} threads; canonical_tokens {not args.keep_sampled_ids}; fastest of {args.repeats} batched/raw runs")
-    print(f"episodes: {turns} assistant turns, {sum(t.searches for t in batched)} searches, "
-          f"{sum(t.meta['retokenized_turns'] for t in batched)} retokenized turns, end reasons "
-          f"{ {r: sum(t.end_reason == r for t in batched) for r in ('answer', 'invalid', 'limit')} }")
-    print(f"batched rollout:        {batched_s:8.2f} s")
-    print(f"one episode at a time:  {sequential_s:8.2f} s")
-    print(f"speed-up:               {sequential_s / batched_s:8.2f} x   (target >= 8)")
-    print(f"batched sampled tokens: {sampled} in {batched_s:.2f} s = {rollout_rate:8.0f} tokens/s")
-    print(f"raw generate:           {raw_tokens} in {raw_s:.2f} s = {raw_rate:8.0f} tokens/s")
-    print(f"rollout / raw:          {rollout_rate / raw_rate:8.2f}     (target >= 0.7)")
+    for kv in engines:
+        out, batched_s = batched[kv]
+        sequential_s, (raw_tokens, raw_s) = sequential[kv], raw[kv]
+        sampled = sum(t.meta["sampled_tokens"] for t in out)
+        rollout_rate, raw_rate = sampled / batched_s, raw_tokens / raw_s
+        print(f"\n--- kv_cache {'on' if kv else 'off'} ---")
+        print(f"episodes: {sum(len(t.actions) for t in out)} assistant turns, {sum(t.searches for t in out)} searches, "
+              f"{sum(t.meta['retokenized_turns'] for t in out)} retokenized turns, end reasons "
+              f"{ {r: sum(t.end_reason == r for t in out) for r in ('answer', 'invalid', 'limit')} }")
+        print(f"batched rollout:        {batched_s:8.2f} s")
+        print(f"one episode at a time:  {sequential_s:8.2f} s")
+        print(f"speed-up:               {sequential_s / batched_s:8.2f} x   (target >= 8)")
+        print(f"batched sampled tokens: {sampled} in {batched_s:.2f} s = {rollout_rate:8.0f} tokens/s")
+        print(f"raw generate:           {raw_tokens} in {raw_s:.2f} s = {raw_rate:8.0f} tokens/s")
+        print(f"rollout / raw:          {rollout_rate / raw_rate:8.2f}     (target >= 0.7)")
+    if len(engines) == 2:
+        print(f"\nbatched rollout, kv_cache on vs off: {batched[False][1] / batched[True][1]:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,19 @@
-"""The Hugging Face engine: batched multimodal sampling with ``generate``, and log-probs of trajectories.
+"""The Hugging Face engine: batched multimodal sampling with a per-episode KV cache, and log-probs of trajectories.
 
-Sampling: all live episodes of a turn go through one ``generate`` call, left-padded, with their images as
-``pixel_values``/``image_grid_thw`` and ``mm_token_type_ids`` so that Qwen2.5-VL computes its 3-D rope
-positions (``get_rope_index``) from the same inputs at sampling and at scoring. A turn stops at the
-end-of-turn token (``<|im_end|>``) or at ``max_new_tokens``. ``seed`` seeds torch's generator for the
-call (in a forked RNG state), so the same seed gives the same turns.
+Sampling (default, ``kv_cache=True``): the engine keeps one batched ``DynamicCache`` whose rows are the live
+episodes, from one turn to the next. A turn prefills only the tokens each episode added since its last turn
+(the feedback turn with its new images; its own sampled turn is already in the cache), then decodes all rows
+one token per step. Chunks are ragged, so a row's padding can sit in the middle of its cache; a 2-D attention
+mask over the cache's columns marks it, and the rope positions are passed explicitly: for Qwen2.5-VL the 3-D
+positions of each chunk come from the model's own ``get_rope_index``, shifted by where the episode's cached
+tokens end (the same positions a fresh forward pass over the whole episode computes). Finished episodes leave
+the cache with its batch-select; episodes are recognised by their ``TokenizedContext`` object, and the cache
+is dropped once no episode in it is alive.
+
+Without the cache (``kv_cache=False``): all live episodes go through one ``generate`` call over their whole
+left-padded context, with ``pixel_values``/``image_grid_thw`` and ``mm_token_type_ids`` so that Qwen2.5-VL
+computes its rope positions itself. Both paths stop a turn at the end-of-turn token (``<|im_end|>``) or at
+``max_new_tokens``; ``seed`` fixes the sampling, so the same seed gives the same turns.
 
 Which distribution the log-probs are under: ``log_softmax(raw_logits / T)`` at the sampled token, with the
 special tokens the policy may never sample (image placeholders, chat markers; see
@@ -15,16 +24,20 @@ forward pass, which is what the trainer's policy ratio needs.
 
 Retokenization: a model may sample a token sequence that is not how its tokenizer would spell the text
 (``"th" + "e"`` where ``"the"`` exists). With ``canonical_tokens`` on (the default) such a turn is kept as
-the canonical ids of its text, scored with one forward pass, and counted (``GeneratedTurn.retokenized``),
+the canonical ids of its text, scored with one more forward pass, and counted (``GeneratedTurn.retokenized``),
 so that the recorded ids are exactly the chat template applied to the messages. Off, the sampled ids are
-kept as they are.
+kept as they are. With the cache, the rescoring pass feeds the canonical ids from the first one that differs
+from what was sampled, so the cache then holds exactly the episode's recorded ids.
 
-Memory: ``generate`` returns the raw logits of every step (``[batch, steps, vocab]``); fine for the tiny
-model and small real batches; use the vLLM engine for large batches of a 7B model.
+Memory: the cache holds every live episode's keys and values (``layers x rows x columns``); the ``generate``
+path instead keeps the raw logits of every step (``[batch, steps, vocab]``). Both are fine for the tiny model
+and small real batches; use the vLLM engine for large batches of a 7B model.
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn
@@ -73,6 +86,54 @@ def cut_at_end_of_turn(ids: Sequence[int], end_of_turn_id: int) -> tuple[list[in
     if end_of_turn_id in ids:
         return ids[: ids.index(end_of_turn_id) + 1], True
     return ids, False
+
+
+def sample_next(logits: "torch.Tensor", temperature: float, top_p: float, suppressed_ids: Sequence[int], generator: "torch.Generator | None" = None) -> "torch.Tensor":
+    """One token per row from ``softmax(logits / T)`` with ``suppressed_ids`` removed and the nucleus ``top_p`` kept.
+
+    ``logits``: ``[batch, vocab]`` (raw); returns ``[batch]`` (long). ``temperature <= 0`` takes the argmax.
+    The nucleus filter is transformers' ``TopPLogitsWarper``, the one ``generate`` applies.
+
+    >>> import torch
+    >>> sample_next(torch.tensor([[3.0, 2.0, 1.0]]), 0.0, 1.0, suppressed_ids=[0]).tolist()
+    [1]
+    """
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    scores = logits.float() / (temperature if temperature > 0 else 1.0)  # a new tensor: safe to fill in place
+    if len(suppressed_ids):
+        scores.index_fill_(-1, torch.as_tensor(list(suppressed_ids), device=scores.device), float("-inf"))
+    if temperature <= 0:
+        return scores.argmax(dim=-1)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences.
+
+    >>> common_prefix([1, 2, 3], [1, 2, 4, 5]), common_prefix([1, 2], [1, 2, 3]), common_prefix([], [1])
+    (2, 2, 0)
+    """
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):  # the usual case, compared in C
+        return n
+    return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+
+
+def outside_image(ids: Sequence[int], cut: int, image_token_id: int) -> int:
+    """``cut`` moved back to the start of the image-placeholder run it would split (unchanged otherwise).
+
+    A cache must hold an image's placeholder tokens all or none: the vision tower encodes an image whole.
+
+    >>> outside_image([7, 9, 9, 9, 8], 2, 9), outside_image([7, 9, 9, 9, 8], 4, 9), outside_image([7, 9, 9, 9, 8], 1, 9)
+    (1, 4, 1)
+    """
+    while 0 < cut < len(ids) and ids[cut - 1] == image_token_id and ids[cut] == image_token_id:
+        cut -= 1
+    return cut
 
 
 # --- batching -------------------------------------------------------------------------------------
@@ -144,24 +205,339 @@ def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], 
     return score_sequences(policy.model, encoder, [t.token_ids for t in trajectories], pixel_values, grids, temperature)
 
 
+# --- the KV cache kept between turns ---------------------------------------------------------------
+#
+# Written by hand: transformers' `generate` can continue one cache, but it has no way to extend a batch of
+# caches that hold different lengths with chunks of different lengths (with new images in them), to drop
+# or reorder episodes between calls, or to cut a row back to the ids a retokenized turn records.
+
+
+def chunk_positions(model: Any, ids: Sequence[int], grids: Sequence[Any], image_token_id: int, start: int) -> "torch.Tensor":
+    """Qwen2.5-VL's 3-D rope positions (``[3, len(ids)]``) of ``ids`` continuing an episode at position ``start``.
+
+    ``grids`` are the ``image_grid_thw`` of the images whose placeholders are in ``ids``. The model's own
+    ``get_rope_index`` numbers a sequence from 0 and places every token relative to the running position
+    (``1 +`` the largest position so far), so a chunk's positions inside an episode are its own positions
+    shifted by ``start``; the integration tests check them against ``get_rope_index`` over the whole episode.
+    """
+    import torch
+
+    device = model.device
+    if image_token_id not in ids:
+        return (torch.arange(len(ids), device=device) + start).expand(3, -1)
+    input_ids = torch.tensor([list(ids)], device=device)
+    grid = torch.stack(list(grids)).to(device) if len(grids) else None
+    positions, _ = model.model.get_rope_index(input_ids, (input_ids == image_token_id).int(), image_grid_thw=grid)
+    return positions[:, 0] + start
+
+
+@dataclass
+class CachedEpisode:
+    """One row of the batched KV cache: whose it is and which tokens it holds."""
+
+    owner: "weakref.ref"  # the episode's TokenizedContext, the same object on every turn of the episode
+    ids: list[int] = field(default_factory=list)  # the tokens the row holds keys and values of, in order
+    ends: list[int] = field(default_factory=list)  # ends[i]: the rope position that follows ids[: i + 1]
+
+
+class EpisodeCache:
+    """The live episodes' keys and values, kept from one turn to the next as one batched ``DynamicCache``.
+
+    Row r of the cache belongs to ``rows[r]``. ``mask`` (``[rows, columns]``) is 1 on the columns that hold
+    one of the row's tokens and 0 on padding, on tokens cut off by ``truncate`` and on the steps after the
+    row's turn ended, so a row's padding can sit anywhere in it. The cache is dropped (``reset``) once every
+    episode it holds has been garbage-collected, so it does not outlive a rollout.
+    """
+
+    def __init__(self, model: Any, pad_id: int):
+        self.model, self.pad_id = model, pad_id
+        self.reset()
+
+    def reset(self) -> None:
+        import torch
+
+        self.cache: Any = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.model.device)
+        self.rows: list[CachedEpisode] = []
+        self._parked: list[tuple] = []  # rows set aside during decoding: (rows, [(keys, values)] per layer, mask)
+        self._order: list[CachedEpisode] | None = None  # the rows' order before the first park
+
+    def _released(self, _ref: "weakref.ref") -> None:
+        if not any(row.owner() is not None for row in self.rows):
+            self.reset()
+
+    @property
+    def columns(self) -> int:
+        return self.mask.shape[1]
+
+    def align(self, owners: Sequence[Any]) -> None:
+        """Order the rows as ``owners`` (episodes' ``TokenizedContext``): others leave, new ones get empty rows."""
+        import torch
+        from transformers import DynamicCache
+
+        index = {id(row.owner()): r for r, row in enumerate(self.rows) if row.owner() is not None}
+        picks, seen = [], set()
+        for owner in owners:
+            r = index.get(id(owner))
+            picks.append(r if r is not None and r not in seen else None)
+            seen.add(r)
+        new_rows = [self.rows[r] if r is not None else CachedEpisode(weakref.ref(o, self._released)) for o, r in zip(owners, picks)]
+        if self.cache is None or all(r is None for r in picks):
+            self.reset()
+            self.cache = DynamicCache(config=self.model.config)
+            self.mask = torch.zeros((len(owners), 0), dtype=torch.long, device=self.model.device)
+        else:
+            select = torch.tensor([r if r is not None else 0 for r in picks], device=self.model.device)
+            self.cache.batch_select_indices(select)
+            self.mask = self.mask[select]
+            self.mask[torch.tensor([r is None for r in picks], device=self.model.device)] = 0
+        self.rows = new_rows
+
+    def truncate(self, r: int, keep: int) -> None:
+        """Keep only the first ``keep`` tokens of row ``r`` (the others are masked out)."""
+        row = self.rows[r]
+        if keep < len(row.ids):
+            column = int(self.mask[r].nonzero()[keep])
+            self.mask[r, column:] = 0
+            del row.ids[keep:], row.ends[keep:]
+
+    def compact(self) -> None:
+        """Drop the columns that no row uses (padding of episodes that left, cut-off tokens)."""
+        used = self.mask.bool().any(dim=0)
+        if self.cache is None or bool(used.all()):
+            return
+        for layer in self.cache.layers:  # DynamicLayer keeps [rows, heads, columns, head_dim] tensors
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys, layer.values = layer.keys[:, :, used], layer.values[:, :, used]
+        self.mask = self.mask[:, used]
+
+    def extend(self, chunks: Sequence[Sequence[int]], positions: Sequence["torch.Tensor"], pixel_values: Sequence[Any], grids: Sequence[Any], logits_to_keep: int) -> "torch.Tensor":
+        """Run each row's new ``chunks`` (left-padded to one length) through the model after what the row holds.
+
+        ``positions[r]``: ``[3, len(chunks[r])]``; ``pixel_values``/``grids``: the chunks' images in row order.
+        Returns the logits of the last ``logits_to_keep`` columns, ``[rows, logits_to_keep, vocab]``.
+        """
+        import torch
+
+        device, width = self.model.device, max(len(c) for c in chunks)
+        input_ids = torch.full((len(chunks), width), self.pad_id, dtype=torch.long, device=device)
+        new_mask = torch.zeros((len(chunks), width), dtype=torch.long, device=device)
+        position_ids = torch.zeros((3, len(chunks), width), dtype=torch.long, device=device)
+        for r, (chunk, pos) in enumerate(zip(chunks, positions)):
+            if chunk:
+                input_ids[r, width - len(chunk):] = torch.tensor(list(chunk), device=device)
+                new_mask[r, width - len(chunk):] = 1
+                position_ids[:, r, width - len(chunk):] = pos
+                self.rows[r].ids.extend(chunk)
+                self.rows[r].ends.extend((pos.max(dim=0).values.cummax(dim=0).values + 1).tolist())
+        images = {"pixel_values": torch.cat(list(pixel_values)).to(device), "image_grid_thw": torch.stack(list(grids)).to(device)} if len(pixel_values) else {}
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, past_key_values=self.cache,
+                         use_cache=True, logits_to_keep=logits_to_keep, **images)
+        return out.logits
+
+    def step(self, tokens: "torch.Tensor", live: "torch.Tensor") -> "torch.Tensor":
+        """Append one token per row (``[rows]``; kept where ``live``, masked out elsewhere); the next logits ``[rows, vocab]``."""
+        import torch
+
+        ids, alive = tokens.tolist(), live.tolist()
+        nexts = [row.ends[-1] if row.ends else 0 for row in self.rows]
+        for row, token, position, on in zip(self.rows, ids, nexts, alive):
+            if on:
+                row.ids.append(token)
+                row.ends.append(position + 1)
+        position_ids = torch.tensor(nexts, device=self.model.device).view(1, -1, 1).expand(3, -1, -1)
+        self.mask = torch.cat([self.mask, live.long().unsqueeze(1)], dim=1)
+        out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=self.mask, position_ids=position_ids,
+                         past_key_values=self.cache, use_cache=True)
+        return out.logits[:, -1]
+
+    def park(self, keep: "torch.Tensor") -> None:
+        """Set aside the rows where ``keep`` (``[rows]``, bool) is False, whose turn is over, so that decode steps
+        run on the others only; ``unpark`` puts them back in their order."""
+        import torch
+
+        if self._order is None:
+            self._order = list(self.rows)
+        out, stay = (~keep).nonzero().squeeze(1), keep.nonzero().squeeze(1)
+        kv = [(layer.keys[out], layer.values[out]) for layer in self.cache.layers]
+        self._parked.append(([self.rows[i] for i in out.tolist()], kv, self.mask[out]))
+        self.cache.batch_select_indices(stay)
+        self.rows, self.mask = [self.rows[i] for i in stay.tolist()], self.mask[stay]
+
+    def unpark(self) -> None:
+        """Bring the parked rows back (their later columns masked out), in the order they had before ``park``."""
+        import torch
+        import torch.nn.functional as F
+
+        if not self._parked:
+            return
+        width = self.columns
+        groups = [(self.rows, [(layer.keys, layer.values) for layer in self.cache.layers], self.mask), *self._parked]
+        rows = [row for group_rows, _, _ in groups for row in group_rows]
+        where = {id(row): i for i, row in enumerate(rows)}
+        order = torch.tensor([where[id(row)] for row in self._order], device=self.mask.device)
+        widen = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731 - [rows, heads, columns, head_dim]
+        for i, layer in enumerate(self.cache.layers):
+            layer.keys = torch.cat([widen(kv[i][0]) for _, kv, _ in groups])[order]
+            layer.values = torch.cat([widen(kv[i][1]) for _, kv, _ in groups])[order]
+        self.mask = torch.cat([F.pad(mask, (0, width - mask.shape[1])) for _, _, mask in groups])[order]
+        self.rows, self._order, self._parked = list(self._order), None, []
+
+
 # --- the engine -----------------------------------------------------------------------------------
 
 
 class HFEngine(Engine):
-    """Samples turns from a ``Policy`` (model + processor) with transformers' ``generate``."""
+    """Samples turns from a ``Policy`` (model + processor): per-episode KV cache (default) or ``generate``.
 
-    def __init__(self, policy: "Policy", *, canonical_tokens: bool = True):
+    ``kv_cache=False`` uses transformers' ``generate`` over each whole context (also the path for models
+    without Qwen2-VL's ``get_rope_index``). ``cached_episodes`` says how many episodes the cache holds.
+    """
+
+    def __init__(self, policy: "Policy", *, canonical_tokens: bool = True, kv_cache: bool = True):
         self.policy = policy
         self.encoder = ChatEncoder(policy.processor)
         self.canonical_tokens = canonical_tokens
+        self.kv_cache = kv_cache and hasattr(getattr(policy.model, "model", None), "get_rope_index")
+        self._cache: EpisodeCache | None = None
+
+    @property
+    def cached_episodes(self) -> int:
+        """Episodes whose keys and values the engine holds now (0 once their rollout is over)."""
+        return 0 if self._cache is None else sum(row.owner() is not None for row in self._cache.rows)
+
+    def close(self) -> None:
+        self._cache = None
 
     def generate(self, contexts: list[Context], sampling: "SamplingConfig", *, seed: int | None = None) -> list[GeneratedTurn]:
         if not contexts:
             return []
-        sampled, logprobs = self._sample(contexts, sampling, seed)
-        turns = [self._turn(c, ids, lps) for c, ids, lps in zip(contexts, sampled, logprobs)]
-        self._rescore([t for t in turns if t.retokenized], [c for c, t in zip(contexts, turns) if t.retokenized], sampling)
+        if any(c.tokens is None for c in contexts):
+            raise ValueError("the Hugging Face engine needs tokenized contexts; run it through mmsearch_r1.rollout.")
+        if not self.kv_cache:
+            sampled, logprobs = self._sample(contexts, sampling, seed)
+            turns = [self._turn(c, ids, lps) for c, ids, lps in zip(contexts, sampled, logprobs)]
+            self._rescore([t for t in turns if t.retokenized], [c for c, t in zip(contexts, turns) if t.retokenized], sampling)
+            return turns
+        import torch
+
+        try:
+            with torch.no_grad():
+                sampled, logprobs = self._sample_cached(contexts, sampling, seed)
+                turns = [self._turn(c, ids, lps) for c, ids, lps in zip(contexts, sampled, logprobs)]
+                self._rescore_cached(contexts, turns, sampled, sampling)
+        except BaseException:
+            self._cache = None  # a half-updated cache is worth nothing; the next call prefills from scratch
+            raise
         return turns
+
+    # --- the cached path ---
+
+    def _sample_cached(self, contexts: list[Context], sampling: "SamplingConfig", seed: int | None) -> tuple[list[list[int]], list[list[float]]]:
+        """Prefill what each episode added since its last turn, then decode all rows one token per step."""
+        import torch
+
+        model, encoder = self.policy.model, self.encoder
+        if self._cache is None:
+            self._cache = EpisodeCache(model, encoder.pad_id)
+        cache = self._cache
+        cache.align([c.tokens for c in contexts])
+        targets = [c.tokens.token_ids for c in contexts]
+        logits = torch.stack([scores[-1] for scores in self._feed(contexts, targets, [len(t) for t in targets])])  # [batch, vocab]
+        generator = torch.Generator(device=model.device)
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        sampled: list[list[int]] = [[] for _ in contexts]
+        logprobs: list[list[float]] = [[] for _ in contexts]
+        rows = list(range(len(contexts)))  # the context of each row the decode steps run on
+        live = torch.ones(len(contexts), dtype=torch.bool, device=model.device)
+        for step in range(sampling.max_new_tokens):
+            tokens = sample_next(logits, sampling.temperature, sampling.top_p, encoder.suppressed_ids, generator)
+            tokens = tokens.masked_fill(~live, encoder.pad_id)
+            scores = token_logprobs(logits, tokens, sampling.temperature, encoder.suppressed_ids)
+            for row, token, score, on in zip(rows, tokens.tolist(), scores.tolist(), live.tolist()):
+                if on:
+                    sampled[row].append(token)
+                    logprobs[row].append(score)
+            ended = tokens == encoder.end_of_turn_id
+            if step + 1 == sampling.max_new_tokens or not bool((live & ~ended).any()):
+                break  # the last sampled tokens go into the cache with the episode's next chunk
+            logits = cache.step(tokens, live)
+            live = live & ~ended
+            if int((~live).sum()) * 4 >= len(rows):  # a quarter of the rows are done: step on the others only
+                cache.park(live)
+                logits, rows = logits[live], [row for row, on in zip(rows, live.tolist()) if on]
+                live = live[live]
+        cache.unpark()
+        return sampled, logprobs
+
+    def _feed(self, contexts: list[Context], targets: list[list[int]], score_from: list[int | None]) -> list["torch.Tensor | None"]:
+        """Bring each cache row to ``targets[r]`` (the episode's ids, whose images are ``contexts[r]``'s).
+
+        A row keeps the longest prefix it already holds (up to ``score_from[r] - 1``, so that the logits that
+        predict ``targets[r][score_from[r]:]`` are computed) and runs the rest in one batched forward pass.
+        Returns, per row, those logits ``[len(target) - score_from + 1, vocab]`` (the last one predicts the
+        token after the target), or None where ``score_from`` is None.
+        """
+        cache, image_id = self._cache, self.encoder.image_token_id
+        chunks, positions, pixel_values, grids = [], [], [], []
+        for r, (context, target, first) in enumerate(zip(contexts, targets, score_from)):
+            row = cache.rows[r]
+            keep = common_prefix(row.ids, target)
+            keep = outside_image(target, keep if first is None else min(keep, first - 1), image_id)
+            cache.truncate(r, keep)
+            held = self._whole_images(target[:keep].count(image_id), context.tokens.image_grid_thw)
+            chunk_grids = context.tokens.image_grid_thw[held:]
+            chunks.append(target[keep:])
+            positions.append(chunk_positions(self.policy.model, chunks[-1], chunk_grids, image_id, row.ends[-1] if row.ends else 0))
+            pixel_values.extend(context.tokens.pixel_values[held:])
+            grids.extend(chunk_grids)
+        cache.compact()
+        if not any(chunks):
+            return [None] * len(targets)
+        wanted = [len(t) - first + 1 for t, first in zip(targets, score_from) if first is not None]
+        logits = cache.extend(chunks, positions, pixel_values, grids, max(wanted, default=1))
+        return [None if first is None else logits[r, logits.shape[1] - (len(t) - first + 1):] for r, (t, first) in enumerate(zip(targets, score_from))]
+
+    def _whole_images(self, placeholders: int, grids: Sequence[Any]) -> int:
+        """How many of an episode's images (in order) the first ``placeholders`` image tokens cover."""
+        merge = self.policy.model.config.vision_config.spatial_merge_size
+        covered = count = 0
+        for grid in grids:
+            if covered >= placeholders:
+                break
+            covered += int(grid.prod()) // merge**2
+            count += 1
+        return count
+
+    def _rescore_cached(self, contexts: list[Context], turns: list[GeneratedTurn], sampled: list[list[int]], sampling: "SamplingConfig") -> None:
+        """Log-probs of retokenized turns through the cache, which then holds the canonical ids.
+
+        The canonical ids that agree with what was sampled keep their sampled log-probs (same tokens, same
+        context); the rest are scored from one forward pass that starts one token before the first difference.
+        Other rows get their last sampled tokens fed in the same pass.
+        """
+        import torch
+
+        if not any(t.retokenized for t in turns):
+            return
+        targets, score_from = [], []
+        for context, turn, ids in zip(contexts, turns, sampled):
+            targets.append(context.tokens.token_ids + turn.token_ids)
+            score_from.append(len(context.tokens.token_ids) + common_prefix(ids, turn.token_ids) if turn.retokenized else None)
+        for turn, logits, target, first, context in zip(turns, self._feed(contexts, targets, score_from), targets, score_from, contexts):
+            if logits is None:
+                continue
+            tail = torch.tensor(target[first:], device=logits.device)
+            scores = token_logprobs(logits[:-1], tail, sampling.temperature, self.encoder.suppressed_ids).tolist()
+            same = first - len(context.tokens.token_ids)
+            values = turn.logprobs[:same] + scores
+            turn.logprobs = [v if m else 0.0 for v, m in zip(values, turn.loss_mask)]
+
+    # --- the generate path ---
 
     def _sample(self, contexts: list[Context], sampling: "SamplingConfig", seed: int | None) -> tuple[list[list[int]], list[list[float]]]:
         """One ``generate`` call for the batch: the new ids of each row and their log-probs."""
