@@ -39,6 +39,15 @@ def test_sample_next_never_draws_suppressed_or_outside_the_nucleus():
     assert 0.55 < (drawn == 1).float().mean() < 0.8  # p(1 | not 0) = 2/3
 
 
+def test_sample_next_draws_each_token_at_its_probability():
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    logits = torch.log(probs).expand(20000, 6)  # -inf where the probability is 0
+    drawn = sample_next(logits, 1.0, 1.0, [], torch.Generator().manual_seed(3))
+    counts = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    assert counts[[0, 2, 5]].sum() == 0
+    assert torch.allclose(counts, probs, atol=0.015)  # about 4 standard errors
+
+
 def test_sample_next_is_reproducible_from_the_generator_seed():
     logits = torch.randn(64, 50)
     draw = lambda seed: sample_next(logits, 0.8, 0.9, [3], torch.Generator().manual_seed(seed))  # noqa: E731

@@ -108,7 +108,12 @@ def sample_next(logits: "torch.Tensor", temperature: float, top_p: float, suppre
         return scores.argmax(dim=-1)
     if top_p < 1.0:
         scores = TopPLogitsWarper(top_p)(None, scores)
-    return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    # Inverse-CDF draw, written out because torch.multinomial took 3 ms per call at batch 128 (a fifth of a decode
+    # step on a CPU) against 0.2 ms for this. Searching with right=True skips zero-probability tokens.
+    probs = scores.softmax(dim=-1)
+    cdf = probs.double().cumsum(dim=-1)  # [batch, vocab]
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -231,6 +236,44 @@ def chunk_positions(model: Any, ids: Sequence[int], grids: Sequence[Any], image_
     return positions[:, 0] + start
 
 
+def _growing_layer_class():
+    """``DynamicLayer`` with spare columns (built on first use: it subclasses a transformers class)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A cache layer that keeps spare columns, so that a decode step writes its column in place.
+
+        ``DynamicLayer`` concatenates (copies) the whole cache on every step; at batch 128 on a CPU that copy was
+        half of a decode step. Keys and values stay views ``[rows, heads, columns, head_dim]`` of a larger buffer;
+        when they are replaced from outside (batch select, compaction) the next update copies them into a new one.
+        """
+
+        spare = 64
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            used, new = self.get_seq_length(), key_states.shape[-2]
+            store = getattr(self, "_store", None)
+            if store is None or store[2] is not self.keys or store[0].shape[-2] < used + new:
+                store = self._grow(key_states, value_states, used, used + new + max(self.spare, (used + new) // 2))
+            keys, values = store[0], store[1]
+            keys[:, :, used: used + new] = key_states
+            values[:, :, used: used + new] = value_states
+            self.keys, self.values = keys[:, :, : used + new], values[:, :, : used + new]
+            self._store = (keys, values, self.keys)
+            return self.keys, self.values
+
+        def _grow(self, key_states, value_states, used: int, capacity: int) -> tuple:
+            keys = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
+            values = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
+            if used:
+                keys[:, :, :used], values[:, :, :used] = self.keys, self.values
+            return keys, values, None
+
+    return GrowingLayer
+
+
 @dataclass
 class CachedEpisode:
     """One row of the batched KV cache: whose it is and which tokens it holds."""
@@ -285,6 +328,7 @@ class EpisodeCache:
         if self.cache is None or all(r is None for r in picks):
             self.reset()
             self.cache = DynamicCache(config=self.model.config)
+            self.cache.layers = [_growing_layer_class()() for _ in self.cache.layers]
             self.mask = torch.zeros((len(owners), 0), dtype=torch.long, device=self.model.device)
         else:
             select = torch.tensor([r if r is not None else 0 for r in picks], device=self.model.device)
