@@ -81,6 +81,7 @@ class ForcedTurns(HFEngine):
         self.reused: list[int] = []  # per context of turns >= 2: tokens the cache already held before the call
         self.mid_row_padding = False
         self.cached_during: list[int] = []
+        self.mixed_rescoring = False  # a call where some turns were retokenized and others not
 
     def generate(self, contexts, sampling, *, seed=None):
         held = {}
@@ -92,6 +93,7 @@ class ForcedTurns(HFEngine):
                 assert context.tokens.token_ids[: len(ids)] == ids  # the cache holds a prefix of the episode
                 self.reused.append(len(ids))
         turns = super().generate(contexts, sampling, seed=seed)
+        self.mixed_rescoring |= 0 < sum(t.retokenized for t in turns) < len(turns)
         if self.kv_cache:
             mask = self._cache.mask.tolist()
             self.mid_row_padding |= any(re.search("10+1", "".join(map(str, row))) for row in mask)
@@ -123,9 +125,11 @@ def _reencode(policy, trajectory):
     return policy.processor(text=[text], images=trajectory.images, add_special_tokens=False)["input_ids"][0]
 
 
-@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
-def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox, temperature, top_p):
-    engine = ForcedTurns(policy)
+@pytest.mark.parametrize("temperature, top_p, canonical", [(1.0, 1.0, True), (0.7, 0.9, True), (1.0, 1.0, False)])
+def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox, temperature, top_p, canonical):
+    # canonical_tokens off: sampled turns keep their ids and only the scripted ones are retokenized, so the
+    # rescoring pass runs on some rows while the others wait parked
+    engine = ForcedTurns(policy, canonical_tokens=canonical)
     assert engine.kv_cache
     out = _run(engine, toolbox, SamplingConfig(max_new_tokens=12, temperature=temperature, top_p=top_p))
     turns = {len(t.actions) for t in out}
@@ -133,9 +137,10 @@ def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox,
     assert engine.mid_row_padding  # ragged chunks left padding in the middle of some row
     assert engine.reused and min(engine.reused) > 0  # every later turn found its episode's earlier tokens in the cache
     assert max(len(t.images) for t in out) == 3  # image results arrived in a later turn
+    assert engine.mixed_rescoring or canonical
     fresh = trajectory_logprobs(policy, out, temperature=temperature)
     for t, scores in zip(out, fresh):
-        assert _reencode(policy, t) == t.token_ids
+        assert _reencode(policy, t) == t.token_ids or not canonical
         mask = torch.tensor(t.loss_mask, dtype=torch.bool)
         recorded = torch.tensor(t.logprobs)
         assert torch.allclose(recorded[mask], scores[mask], atol=1e-4, rtol=0)

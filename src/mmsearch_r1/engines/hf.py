@@ -410,14 +410,15 @@ class EpisodeCache:
         self.rows, self.mask = [self.rows[i] for i in stay.tolist()], self.mask[stay]
 
     def unpark(self) -> None:
-        """Bring the parked rows back (their later columns masked out), in the order they had before ``park``."""
+        """Bring the parked rows back, in the order they had before ``park``; rows get masked columns on the right
+        up to the widest group (parked rows miss the columns added since, active rows may have been compacted)."""
         import torch
         import torch.nn.functional as F
 
         if not self._parked:
             return
-        width = self.columns
         groups = [(self.rows, [(layer.keys, layer.values) for layer in self.cache.layers], self.mask), *self._parked]
+        width = max(mask.shape[1] for _, _, mask in groups)  # a row's columns only need to keep their order
         rows = [row for group_rows, _, _ in groups for row in group_rows]
         where = {id(row): i for i, row in enumerate(rows)}
         order = torch.tensor([where[id(row)] for row in self._order], device=self.mask.device)
@@ -518,20 +519,19 @@ class HFEngine(Engine):
         cache.unpark()
         return sampled, logprobs
 
-    def _feed(self, contexts: list[Context], targets: list[list[int]], score_from: list[int | None]) -> list["torch.Tensor | None"]:
+    def _feed(self, contexts: list[Context], targets: list[list[int]], score_from: list[int]) -> list["torch.Tensor"]:
         """Bring each cache row to ``targets[r]`` (the episode's ids, whose images are ``contexts[r]``'s).
 
-        A row keeps the longest prefix it already holds (up to ``score_from[r] - 1``, so that the logits that
-        predict ``targets[r][score_from[r]:]`` are computed) and runs the rest in one batched forward pass.
-        Returns, per row, those logits ``[len(target) - score_from + 1, vocab]`` (the last one predicts the
-        token after the target), or None where ``score_from`` is None.
+        A row keeps the longest prefix of ``targets[r]`` it already holds, at most ``score_from[r] - 1`` tokens
+        so that the logits predicting ``targets[r][score_from[r]:]`` get computed, and the rest of every row
+        runs in one batched forward pass. Returns per row those logits, ``[len(target) - score_from + 1, vocab]``
+        (the last one predicts the token after the target).
         """
         cache, image_id = self._cache, self.encoder.image_token_id
         chunks, positions, pixel_values, grids = [], [], [], []
         for r, (context, target, first) in enumerate(zip(contexts, targets, score_from)):
             row = cache.rows[r]
-            keep = common_prefix(row.ids, target)
-            keep = outside_image(target, keep if first is None else min(keep, first - 1), image_id)
+            keep = outside_image(target, min(common_prefix(row.ids, target), first - 1), image_id)
             cache.truncate(r, keep)
             held = self._whole_images(target[:keep].count(image_id), context.tokens.image_grid_thw)
             chunk_grids = context.tokens.image_grid_thw[held:]
@@ -540,11 +540,9 @@ class HFEngine(Engine):
             pixel_values.extend(context.tokens.pixel_values[held:])
             grids.extend(chunk_grids)
         cache.compact()
-        if not any(chunks):
-            return [None] * len(targets)
-        wanted = [len(t) - first + 1 for t, first in zip(targets, score_from) if first is not None]
-        logits = cache.extend(chunks, positions, pixel_values, grids, max(wanted, default=1))
-        return [None if first is None else logits[r, logits.shape[1] - (len(t) - first + 1):] for r, (t, first) in enumerate(zip(targets, score_from))]
+        wanted = [len(t) - first + 1 for t, first in zip(targets, score_from)]
+        logits = cache.extend(chunks, positions, pixel_values, grids, max(wanted))
+        return [logits[r, logits.shape[1] - n:] for r, n in enumerate(wanted)]
 
     def _whole_images(self, placeholders: int, grids: Sequence[Any]) -> int:
         """How many of an episode's images (in order) the first ``placeholders`` image tokens cover."""
@@ -558,28 +556,29 @@ class HFEngine(Engine):
         return count
 
     def _rescore_cached(self, contexts: list[Context], turns: list[GeneratedTurn], sampled: list[list[int]], sampling: "SamplingConfig") -> None:
-        """Log-probs of retokenized turns through the cache, which then holds the canonical ids.
+        """Log-probs of retokenized turns through the cache, which then holds their canonical ids.
 
         The canonical ids that agree with what was sampled keep their sampled log-probs (same tokens, same
-        context); the rest are scored from one forward pass that starts one token before the first difference.
-        Other rows get their last sampled tokens fed in the same pass.
+        context); the rest are scored from one forward pass over the retokenized rows only (the others are
+        parked), starting one token before the first difference.
         """
         import torch
 
-        if not any(t.retokenized for t in turns):
+        redo = [i for i, turn in enumerate(turns) if turn.retokenized]
+        if not redo:
             return
-        targets, score_from = [], []
-        for context, turn, ids in zip(contexts, turns, sampled):
-            targets.append(context.tokens.token_ids + turn.token_ids)
-            score_from.append(len(context.tokens.token_ids) + common_prefix(ids, turn.token_ids) if turn.retokenized else None)
-        for turn, logits, target, first, context in zip(turns, self._feed(contexts, targets, score_from), targets, score_from, contexts):
-            if logits is None:
-                continue
-            tail = torch.tensor(target[first:], device=logits.device)
+        cache = self._cache
+        if len(redo) < len(turns):
+            cache.park(torch.tensor([turn.retokenized for turn in turns], device=cache.mask.device))
+        contexts, turns, sampled = [contexts[i] for i in redo], [turns[i] for i in redo], [sampled[i] for i in redo]
+        targets = [c.tokens.token_ids + t.token_ids for c, t in zip(contexts, turns)]
+        first = [len(c.tokens.token_ids) + common_prefix(ids, t.token_ids) for c, t, ids in zip(contexts, turns, sampled)]
+        for context, turn, target, start, logits in zip(contexts, turns, targets, first, self._feed(contexts, targets, first)):
+            tail = torch.tensor(target[start:], device=logits.device)
             scores = token_logprobs(logits[:-1], tail, sampling.temperature, self.encoder.suppressed_ids).tolist()
-            same = first - len(context.tokens.token_ids)
-            values = turn.logprobs[:same] + scores
+            values = turn.logprobs[: start - len(context.tokens.token_ids)] + scores
             turn.logprobs = [v if m else 0.0 for v, m in zip(values, turn.loss_mask)]
+        cache.unpark()
 
     # --- the generate path ---
 
