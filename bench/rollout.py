@@ -8,8 +8,12 @@ Prints three figures measured side by side in one run:
 1. wall time of the same episodes run as one batch and one at a time, and their ratio (target >= 8x);
 2. sampled tokens/s of the batched rollout against raw ``model.generate`` over the same first-turn prompts,
    forced to make about as many new tokens in total (target >= 0.7 of raw); raw generate has one prefill
-   and no tools, the rollout one prefill of the whole context per turn, tool calls and token bookkeeping;
+   and no tools, the rollout a prefill per turn (with the KV cache: of the tokens added since the episode's
+   last turn; without: of the whole context), tool calls and token bookkeeping;
 3. what the episodes did (turns, searches, retokenized turns), so the figures can be read in context.
+
+``--kv-cache both`` (the default) runs all of it for the hf engine with its per-episode KV cache and without
+(``generate`` over whole contexts), alternating, and prints how much faster the cached batched rollout was.
 """
 
 from __future__ import annotations

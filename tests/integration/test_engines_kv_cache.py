@@ -224,3 +224,18 @@ def test_ragged_chunks_parked_rows_and_truncation_give_the_logits_of_a_fresh_pas
         assert logits.shape[0] == 3
         mine = token_logprobs(logits[:-1], torch.tensor(target[-2:]), 1.0, engine.encoder.suppressed_ids)
         assert torch.allclose(mine, scores[-2:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_cached_path_on_a_gpu_matches_a_fresh_forward_pass(toolbox, tmp_path):
+    # padding queries of a first chunk see no column at all; on a GPU their attention kernel must not turn them into NaN
+    tokenizer = build_tokenizer(["Zorblat is a red tower in Quux; it is 120 m tall."] * 10, vocab_size=500)
+    cfg = ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, vision_hidden_size=32, vision_heads=2, vision_intermediate_size=64)
+    gpu_policy = build_tiny_policy(cfg, tokenizer, seed=0)
+    gpu_policy.model.to("cuda")
+    out = _run(ForcedTurns(gpu_policy), toolbox)
+    fresh = trajectory_logprobs(gpu_policy, out)
+    for t, scores in zip(out, fresh):
+        mask = torch.tensor(t.loss_mask, dtype=torch.bool)
+        assert torch.allclose(torch.tensor(t.logprobs)[mask], scores.cpu()[mask], atol=1e-3, rtol=0)

@@ -589,8 +589,6 @@ class HFEngine(Engine):
 
         model, encoder = self.policy.model, self.encoder
         tokens = [c.tokens for c in contexts]
-        if any(t is None for t in tokens):
-            raise ValueError("the Hugging Face engine needs tokenized contexts; run it through mmsearch_r1.rollout.")
         pixels = [p for t in tokens for p in t.pixel_values]
         grids = [g for t in tokens for g in t.image_grid_thw]
         inputs = _batch(encoder, [t.token_ids for t in tokens], pixels, grids, left=True, device=model.device)
