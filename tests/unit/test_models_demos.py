@@ -16,6 +16,7 @@ from mmsearch_r1.models.demos import (
     drill_demo,
     fact_in,
     name_in,
+    reading_demo,
     scripted_demonstrations,
     top_image_title,
     top_text_summary,
@@ -155,6 +156,20 @@ def test_drills_train_only_knowledge(world):
     in_context = drill_demo("c", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8)))], templates)
     assert [m.role for m in in_context.messages] == ["system", "user", "assistant"]
     assert in_context.messages[1].text == templates.user_prompt.format(question="Q1", refusal="I cannot answer this question.")
+
+
+def test_reading_drills_train_the_answer_read_from_the_top_summary(world, setup):
+    toolbox, _ = setup
+    entity = next(e for e in world.entities if e.group == "neither")
+    fact = entity.facts[0]
+    hits = toolbox.text.search(world.text_query(entity, fact.attribute))
+    demo = reading_demo("r", world, entity, fact.attribute, "Q?", hits, Templates.load())
+    assert [m.role for m in demo.messages] == ["user", "assistant"] and "<information>" in demo.messages[0].text
+    assert turn_shape(demo.messages[1].text) == "answer" and demo.messages[1].text.endswith(f"<answer> {fact.answer}</answer>")
+    assert any(p.trained and p.text == f" {fact.answer}" for p in demo.turns[0])
+    misleading = [TextHit("Other", "u", "Its flag colour is mauve.")]  # the fact is not in the results: not trained
+    demo = reading_demo("r", world, entity, fact.attribute, "Q?", misleading, Templates.load())
+    assert not any(p.trained and p.text == f" {fact.answer}" for p in demo.turns[0])
 
 
 def test_mask_from_offsets_needs_whole_tokens_inside_spans():

@@ -293,6 +293,23 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
     return demo
 
 
+def reading_demo(drill_id: str, world: "World", entity: "Entity", attribute: str, question: str, hits: list["TextHit"], templates: Templates) -> Demonstration:
+    """Reading practice: one chat of text results for the entity's query, then the answer read from them.
+
+    The chat is the episode's last step alone (the text-results feedback turn with the question, and the
+    reading turn), so it is cheap; the whole reading turn is trained, the fact only when the top summary
+    states it (as in the demonstrations). It teaches copying the fact from the results, for every group.
+    """
+    from mmsearch_r1.protocol import text_results_turn
+
+    message, _ = text_results_turn(hits, question, templates)
+    demo = Demonstration(drill_id, "reading", [message], [])
+    fact = entity.fact(attribute)
+    stated = bool(hits) and fact_in(hits[0].summary, fact.answers)
+    demo.add_turn(reading_turn(fact.answer, world.attribute(attribute).phrase, stated), "answer")
+    return demo
+
+
 def allowed(actions: tuple[str, ...], protocol: "ProtocolConfig") -> bool:
     """Whether an action sequence fits the protocol's limits."""
     return (

@@ -12,14 +12,15 @@ What the model learns, by knowledge group (``world.schema.GROUPS``):
 Choices worth knowing:
 
 - Loss only on assistant tokens, and only on the pieces the model can know at that point (``demos.py``).
-- Knowledge is mostly taught by *drills*: many short questions packed into one chat and answered directly,
-  where only the name (sight) and the fact (facts) count in the loss, never the choice to answer; they cost
-  a tenth of the tokens of a protocol demonstration per question. Each epoch draws fresh renderings of the
-  sight-group entities (``sight_drills``) and asks each fact-group fact by name (``fact_drills``). A share
-  of them (``drill_context_share``) is asked one per chat inside the protocol's real opening turn: packed
-  drills alone taught recognition that did not carry over to the far longer first turn of an episode.
-- Each epoch makes protocol demonstrations from a share of the training questions (``protocol_fraction``),
-  with freshly drawn action sequences.
+- Knowledge is mostly taught by *drills*: short questions answered directly, one to a chat, where only the
+  name (sight) and the fact (facts) count in the loss, never the choice to answer. Each epoch draws fresh
+  renderings of the sight-group entities (``sight_drills``) and asks each fact-group fact by name
+  (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
+  turn, so that recognition carries over to the far longer first turn of an episode.
+- *Reading drills* (``reading_drills``) are the last step of an episode alone: text results, then the
+  answer copied from the top summary.
+- The first ``drill_epochs`` epochs hold the drills alone (a warm-up on short, easy questions); each later
+  epoch adds ``protocol_demos`` protocol demonstrations with freshly drawn action sequences.
 - Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
   cosine decay. The whole schedule is planned from the seed before training, so a resumed run takes exactly
   the batches the uninterrupted run would have taken.
@@ -126,14 +127,21 @@ class DemoSource:
         return encode_demonstration(demo, self.policy, self.pixels)
 
     def epoch(self, e: int, counts: dict[str, int]) -> list["Encoded"]:
-        """Protocol demonstrations on a share of the questions, then the knowledge drills, of epoch ``e``."""
+        """Protocol demonstrations on a share of the questions, then the drills, of epoch ``e``.
+
+        The first ``drill_epochs`` epochs hold the drills alone: short, easy questions first let the tiny model
+        find how to use the image and the question before it meets long episodes (without them, a run may stall
+        on answers that ignore both).
+        """
         import numpy as np
 
         from mmsearch_r1.models.demos import WORKFLOW_ACTIONS, Planned, draw_actions, sample_entity, scripted_demonstrations
 
         p, world = self.cfg.pretrain, self.world
+        if e < p.drill_epochs:
+            return self.drills(e)
         rng = np.random.default_rng([self.cfg.seed, STREAM_ACTIONS, e])
-        count = max(p.min_protocol_demos, round(p.protocol_fraction * len(self.samples)))
+        count = p.protocol_demos
         rounds = [rng.permutation(len(self.samples)) for _ in range(math.ceil(count / len(self.samples)))]
         by_round: dict[tuple[int, str], list[Planned]] = {}
         for k, i in enumerate(int(i) for i in np.concatenate(rounds)[:count]):
@@ -174,7 +182,23 @@ class DemoSource:
         out = [self._encode(drill_demo(f"drill-{e}-c{k}", [d], self.templates)) for k, d in enumerate(order[:in_context])]
         packed = order[in_context:]
         chats = [packed[i:i + p.drill_size] for i in range(0, len(packed), p.drill_size)]
-        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)]
+        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng)
+
+    def reading(self, e: int, rng: "np.random.Generator") -> list["Encoded"]:
+        """Reading drills: every fact of every entity, ``reading_drills`` times, asked with a training template."""
+        from mmsearch_r1.models.demos import reading_demo
+
+        world, k = self.world, self.cfg.protocol.text_top_k
+        out = []
+        for entity in world.entities:
+            for fact in entity.facts:
+                hits = self.toolbox.text.search(world.text_query(entity, fact.attribute), k)
+                templates = world.templates_for(fact.attribute, "train")
+                for r in range(self.cfg.pretrain.reading_drills):
+                    question = templates[int(rng.integers(len(templates)))].text
+                    demo = reading_demo(f"read-{e}-{entity.name}-{fact.attribute}-{r}", world, entity, fact.attribute, question, hits, self.templates)
+                    out.append(self._encode(demo))
+        return out
 
 
 def batch_up(items: list["Encoded"], batch_tokens: int, rng: "np.random.Generator", window: int = 256) -> list[list["Encoded"]]:

@@ -36,6 +36,8 @@ class EpisodeStats:
     tokens: int
     sampled_tokens: int
     episodes: int
+    search_ratio_free: float | None  # over episodes of search_free questions (None: none this step)
+    search_ratio_required: float | None  # over episodes of search_required questions
 
 
 @dataclass
@@ -91,7 +93,15 @@ def episode_stats(trajectories: Sequence["Trajectory"]) -> EpisodeStats:
         tokens=sum(len(t.token_ids) for t in trajectories),
         sampled_tokens=sum(sum(t.loss_mask) for t in trajectories),
         episodes=len(trajectories),
+        search_ratio_free=_category_search_ratio(trajectories, "search_free"),
+        search_ratio_required=_category_search_ratio(trajectories, "search_required"),
     )
+
+
+def _category_search_ratio(trajectories: Sequence["Trajectory"], category: str) -> float | None:
+    """Search ratio over the episodes whose question has ``category`` (the data's label); None if none has."""
+    chosen = [t for t in trajectories if t.meta.get("category") == category]
+    return _mean([float(t.searches > 0) for t in chosen]) if chosen else None
 
 
 def read_metrics(path: str | Path) -> list[StepMetrics]:
@@ -127,7 +137,7 @@ class MetricsLog:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        scalars = {k: v for k, v in row.items() if k != "step"}
+        scalars = {k: v for k, v in row.items() if k != "step" and v is not None}
         if self._tb is not None:
             for key, value in scalars.items():
                 self._tb.add_scalar(f"train/{key}", value, metrics.step)
