@@ -20,7 +20,8 @@ from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import VQASample
 from mmsearch_r1.engines.base import Context, GeneratedTurn, TokenizedContext
 from mmsearch_r1.engines.config import SamplingConfig
-from mmsearch_r1.engines.hf import EpisodeCache, HFEngine, chunk_positions, score_sequences, token_logprobs, trajectory_logprobs
+from mmsearch_r1.engines import hf
+from mmsearch_r1.engines.hf import EpisodeCache, HFEngine, chunk_positions, length_groups, score_sequences, token_logprobs, trajectory_logprobs
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer
 from mmsearch_r1.rollout import rollout
 from mmsearch_r1.tools.base import Toolbox
@@ -190,10 +191,15 @@ def test_chunk_positions_equal_the_rope_index_of_the_whole_episode(policy, toolb
         assert torch.equal(chunk_positions(policy.model, t.token_ids[cut:], grids[held:], image_id, start), whole[:, cut:])
 
 
-def test_ragged_chunks_parked_rows_and_truncation_give_the_logits_of_a_fresh_pass(policy):
+@pytest.mark.parametrize("pass_overhead", [256, 0])
+def test_ragged_chunks_parked_rows_and_truncation_give_the_logits_of_a_fresh_pass(policy, monkeypatch, pass_overhead):
     """Drives the cache directly: rows of different lengths, two decode steps, rows parked and brought back,
     one row cut back (as after a retokenized turn), then ragged new chunks; the final logits of every row
-    equal a fresh forward pass over that row's whole sequence."""
+    equal a fresh forward pass over that row's whole sequence. With no cost per pass every prefill is split
+    into one forward pass per chunk length."""
+    monkeypatch.setattr(hf, "PASS_OVERHEAD", pass_overhead)
+    passes, real = [], length_groups
+    monkeypatch.setattr(hf, "length_groups", lambda lengths, overhead: passes.append(real(lengths, overhead)) or passes[-1])
     engine = HFEngine(policy)
     engine._cache = cache = EpisodeCache(policy.model, engine.encoder.pad_id)
     vocab = [i for i in range(300) if i not in set(engine.encoder.suppressed_ids)]
@@ -220,6 +226,7 @@ def test_ragged_chunks_parked_rows_and_truncation_give_the_logits_of_a_fresh_pas
         got = engine._feed(contexts, targets, [len(t) - 2 for t in targets])  # logits of each row's last three positions
         fresh = score_sequences(policy.model, engine.encoder, targets, [[]] * 4, [[]] * 4)
     assert [row.ids for row in cache.rows] == targets
+    assert [len(groups) for groups in passes] == ([1, 1] if pass_overhead else [4, 2])  # second chunks: 4, 3, 3, 3
     for target, logits, scores in zip(targets, got, fresh):
         assert logits.shape[0] == 3
         mine = token_logprobs(logits[:-1], torch.tensor(target[-2:]), 1.0, engine.encoder.suppressed_ids)

@@ -141,6 +141,33 @@ def outside_image(ids: Sequence[int], cut: int, image_token_id: int) -> int:
     return cut
 
 
+def length_groups(lengths: Sequence[int], overhead: float) -> list[list[int]]:
+    """Rows split into forward passes so that padded positions plus ``overhead`` per pass are fewest.
+
+    Each pass pads its rows to its longest one. Rows are sorted by length and cut into runs by dynamic
+    programming over that order (``O(rows^2)``, vectorised). Returns the passes' row indices, shortest first.
+
+    >>> length_groups([5, 100, 6, 98], overhead=10)
+    [[0, 2], [3, 1]]
+    >>> length_groups([5, 100, 6, 98], overhead=1000)
+    [[0, 2, 3, 1]]
+    """
+    import numpy as np
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    width = np.array([lengths[i] for i in order], dtype=np.float64)
+    best, cut = np.zeros(len(order) + 1), np.zeros(len(order) + 1, dtype=np.int64)
+    for end in range(1, len(order) + 1):  # best[end]: the cheapest split of order[:end]; its last pass is order[start:end]
+        costs = best[:end] + (end - np.arange(end)) * width[end - 1] + overhead
+        cut[end] = int(np.argmin(costs))
+        best[end] = costs[cut[end]]
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(order[cut[end]:end])
+        end = int(cut[end])
+    return groups[::-1]
+
+
 # --- batching -------------------------------------------------------------------------------------
 
 
@@ -215,6 +242,10 @@ def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], 
 # Written by hand: transformers' `generate` can continue one cache, but it has no way to extend a batch of
 # caches that hold different lengths with chunks of different lengths (with new images in them), to drop
 # or reorder episodes between calls, or to cut a row back to the ids a retokenized turn records.
+
+# Padded positions one more forward pass must save before a prefill is split by chunk length: about the fixed
+# cost of a pass (model and vision calls, copying its rows' cache) on the tiny model on a CPU; see docs/rollout.md.
+PASS_OVERHEAD = 256
 
 
 def chunk_positions(model: Any, ids: Sequence[int], grids: Sequence[Any], image_token_id: int, start: int) -> "torch.Tensor":
@@ -316,7 +347,6 @@ class EpisodeCache:
     def align(self, owners: Sequence[Any]) -> None:
         """Order the rows as ``owners`` (episodes' ``TokenizedContext``): others leave, new ones get empty rows."""
         import torch
-        from transformers import DynamicCache
 
         index = {id(row.owner()): r for r, row in enumerate(self.rows) if row.owner() is not None}
         picks, seen = [], set()
@@ -327,8 +357,7 @@ class EpisodeCache:
         new_rows = [self.rows[r] if r is not None else CachedEpisode(weakref.ref(o, self._released)) for o, r in zip(owners, picks)]
         if self.cache is None or all(r is None for r in picks):
             self.reset()
-            self.cache = DynamicCache(config=self.model.config)
-            self.cache.layers = [_growing_layer_class()() for _ in self.cache.layers]
+            self.cache = self._new_cache()
             self.mask = torch.zeros((len(owners), 0), dtype=torch.long, device=self.model.device)
         else:
             select = torch.tensor([r if r is not None else 0 for r in picks], device=self.model.device)
@@ -355,11 +384,44 @@ class EpisodeCache:
                 layer.keys, layer.values = layer.keys[:, :, used], layer.values[:, :, used]
         self.mask = self.mask[:, used]
 
-    def extend(self, chunks: Sequence[Sequence[int]], positions: Sequence["torch.Tensor"], pixel_values: Sequence[Any], grids: Sequence[Any], logits_to_keep: int) -> "torch.Tensor":
+    def extend_in_groups(self, groups: Sequence[Sequence[int]], chunks: Sequence[Sequence[int]], positions: Sequence["torch.Tensor"], images: Sequence[tuple], logits_to_keep: int) -> list["torch.Tensor"]:
+        """``extend`` with the rows split into forward passes (``groups`` of row indices, e.g. from ``length_groups``).
+
+        Each pass runs on a cache of its rows only; the results are stacked back in row order, each group's new
+        columns padded (masked) to the widest. Returns per row its logits ``[logits_to_keep, vocab]``.
+        """
+        import torch
+
+        if len(groups) == 1:
+            return list(self.extend(chunks, positions, images, logits_to_keep))
+        kv = [(layer.keys, layer.values) for layer in self.cache.layers] if self.columns else []
+        mask, rows, parts, logits = self.mask, self.rows, [], [None] * len(chunks)
+        for group in groups:
+            index = torch.tensor(list(group), device=mask.device)
+            self.cache, self.mask, self.rows = self._new_cache([(k[index], v[index]) for k, v in kv]), mask[index], [rows[i] for i in group]
+            out = self.extend([chunks[i] for i in group], [positions[i] for i in group], [images[i] for i in group], logits_to_keep)
+            parts.append((self.rows, [(layer.keys, layer.values) for layer in self.cache.layers], self.mask))
+            for i, row_logits in zip(group, out):
+                logits[i] = row_logits
+        self._stack(parts, rows)
+        return logits
+
+    def _new_cache(self, kv: Sequence[tuple] = ()) -> Any:
+        """A ``DynamicCache`` of ``GrowingLayer``s, holding ``kv`` (per layer ``(keys, values)``) when given."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [_growing_layer_class()() for _ in cache.layers]
+        for layer, (keys, values) in zip(cache.layers, kv):
+            layer.update(keys, values)
+        return cache
+
+    def extend(self, chunks: Sequence[Sequence[int]], positions: Sequence["torch.Tensor"], images: Sequence[tuple], logits_to_keep: int) -> "torch.Tensor":
         """Run each row's new ``chunks`` (left-padded to one length) through the model after what the row holds.
 
-        ``positions[r]``: ``[3, len(chunks[r])]``; ``pixel_values``/``grids``: the chunks' images in row order.
-        Returns the logits of the last ``logits_to_keep`` columns, ``[rows, logits_to_keep, vocab]``.
+        ``positions[r]``: ``[3, len(chunks[r])]``; ``images[r]``: ``(pixel_values, image_grid_thw)`` lists of the
+        images whose placeholders are in ``chunks[r]``. Returns the logits of the last ``logits_to_keep``
+        columns, ``[rows, logits_to_keep, vocab]``.
         """
         import torch
 
@@ -374,10 +436,12 @@ class EpisodeCache:
                 position_ids[:, r, width - len(chunk):] = pos
                 self.rows[r].ids.extend(chunk)
                 self.rows[r].ends.extend((pos.max(dim=0).values.cummax(dim=0).values + 1).tolist())
-        images = {"pixel_values": torch.cat(list(pixel_values)).to(device), "image_grid_thw": torch.stack(list(grids)).to(device)} if len(pixel_values) else {}
+        pixel_values = [p for row_pixels, _ in images for p in row_pixels]
+        grids = [g for _, row_grids in images for g in row_grids]
+        vision = {"pixel_values": torch.cat(pixel_values).to(device), "image_grid_thw": torch.stack(grids).to(device)} if pixel_values else {}
         self.mask = torch.cat([self.mask, new_mask], dim=1)
         out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=logits_to_keep, **images)
+                         use_cache=True, logits_to_keep=logits_to_keep, **vision)
         return out.logits
 
     def step(self, tokens: "torch.Tensor", live: "torch.Tensor") -> "torch.Tensor":
@@ -410,24 +474,31 @@ class EpisodeCache:
         self.rows, self.mask = [self.rows[i] for i in stay.tolist()], self.mask[stay]
 
     def unpark(self) -> None:
-        """Bring the parked rows back, in the order they had before ``park``; rows get masked columns on the right
-        up to the widest group (parked rows miss the columns added since, active rows may have been compacted)."""
+        """Bring the parked rows back, in the order they had before ``park``."""
+        if self._parked:
+            current = (self.rows, [(layer.keys, layer.values) for layer in self.cache.layers], self.mask)
+            self._stack([current, *self._parked], self._order)
+            self._parked, self._order = [], None
+
+    def _stack(self, groups: Sequence[tuple], order: Sequence[CachedEpisode]) -> None:
+        """Make the cache the rows of ``groups`` (each ``(rows, [(keys, values)] per layer, mask)``) in ``order``.
+
+        Groups can differ in width (parked rows miss the columns added since, a group's new chunk is narrower);
+        each gets masked columns on the right up to the widest, as a row's columns only need to keep their order.
+        """
         import torch
         import torch.nn.functional as F
 
-        if not self._parked:
-            return
-        groups = [(self.rows, [(layer.keys, layer.values) for layer in self.cache.layers], self.mask), *self._parked]
-        width = max(mask.shape[1] for _, _, mask in groups)  # a row's columns only need to keep their order
+        width = max(mask.shape[1] for _, _, mask in groups)
         rows = [row for group_rows, _, _ in groups for row in group_rows]
         where = {id(row): i for i, row in enumerate(rows)}
-        order = torch.tensor([where[id(row)] for row in self._order], device=self.mask.device)
+        index = torch.tensor([where[id(row)] for row in order], device=self.mask.device)
         widen = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731 - [rows, heads, columns, head_dim]
-        for i, layer in enumerate(self.cache.layers):
-            layer.keys = torch.cat([widen(kv[i][0]) for _, kv, _ in groups])[order]
-            layer.values = torch.cat([widen(kv[i][1]) for _, kv, _ in groups])[order]
-        self.mask = torch.cat([F.pad(mask, (0, width - mask.shape[1])) for _, _, mask in groups])[order]
-        self.rows, self._order, self._parked = list(self._order), None, []
+        kv = [(torch.cat([widen(g[1][i][0]) for g in groups])[index], torch.cat([widen(g[1][i][1]) for g in groups])[index])
+              for i in range(len(groups[0][1]))]
+        self.cache = self._new_cache(kv)
+        self.mask = torch.cat([F.pad(mask, (0, width - mask.shape[1])) for _, _, mask in groups])[index]
+        self.rows = list(order)
 
 
 # --- the engine -----------------------------------------------------------------------------------
@@ -528,21 +599,20 @@ class HFEngine(Engine):
         (the last one predicts the token after the target).
         """
         cache, image_id = self._cache, self.encoder.image_token_id
-        chunks, positions, pixel_values, grids = [], [], [], []
+        chunks, positions, images = [], [], []
         for r, (context, target, first) in enumerate(zip(contexts, targets, score_from)):
             row = cache.rows[r]
             keep = outside_image(target, min(common_prefix(row.ids, target), first - 1), image_id)
             cache.truncate(r, keep)
             held = self._whole_images(target[:keep].count(image_id), context.tokens.image_grid_thw)
-            chunk_grids = context.tokens.image_grid_thw[held:]
+            images.append((context.tokens.pixel_values[held:], context.tokens.image_grid_thw[held:]))
             chunks.append(target[keep:])
-            positions.append(chunk_positions(self.policy.model, chunks[-1], chunk_grids, image_id, row.ends[-1] if row.ends else 0))
-            pixel_values.extend(context.tokens.pixel_values[held:])
-            grids.extend(chunk_grids)
+            positions.append(chunk_positions(self.policy.model, chunks[-1], images[-1][1], image_id, row.ends[-1] if row.ends else 0))
         cache.compact()
         wanted = [len(t) - first + 1 for t, first in zip(targets, score_from)]
-        logits = cache.extend(chunks, positions, pixel_values, grids, max(wanted))
-        return [logits[r, logits.shape[1] - n:] for r, n in enumerate(wanted)]
+        groups = length_groups([len(c) for c in chunks], overhead=PASS_OVERHEAD)
+        logits = cache.extend_in_groups(groups, chunks, positions, images, max(wanted))
+        return [row_logits[row_logits.shape[0] - n:] for row_logits, n in zip(logits, wanted)]
 
     def _whole_images(self, placeholders: int, grids: Sequence[Any]) -> int:
         """How many of an episode's images (in order) the first ``placeholders`` image tokens cover."""
