@@ -551,25 +551,30 @@ class HFEngine(Engine):
     # --- the cached path ---
 
     def _sample_cached(self, contexts: list[Context], sampling: "SamplingConfig", seed: int | None) -> tuple[list[list[int]], list[list[float]]]:
-        """Prefill what each episode added since its last turn, then decode all rows one token per step."""
+        """Prefill what each episode added since its last turn, then decode: the new ids of each row and their log-probs."""
         import torch
 
-        model, encoder = self.policy.model, self.encoder
         if self._cache is None:
-            self._cache = EpisodeCache(model, encoder.pad_id)
-        cache = self._cache
-        cache.align([c.tokens for c in contexts])
+            self._cache = EpisodeCache(self.policy.model, self.encoder.pad_id)
+        self._cache.align([c.tokens for c in contexts])
         targets = [c.tokens.token_ids for c in contexts]
         logits = torch.stack([scores[-1] for scores in self._feed(contexts, targets, [len(t) for t in targets])])  # [batch, vocab]
-        generator = torch.Generator(device=model.device)
+        generator = torch.Generator(device=self.policy.model.device)
         if seed is not None:
             generator.manual_seed(seed)
         else:
             generator.seed()
-        sampled: list[list[int]] = [[] for _ in contexts]
-        logprobs: list[list[float]] = [[] for _ in contexts]
-        rows = list(range(len(contexts)))  # the context of each row the decode steps run on
-        live = torch.ones(len(contexts), dtype=torch.bool, device=model.device)
+        return self._decode(logits, sampling, generator)
+
+    def _decode(self, logits: "torch.Tensor", sampling: "SamplingConfig", generator: "torch.Generator") -> tuple[list[list[int]], list[list[float]]]:
+        """Sample every cache row one token per step from ``logits`` (``[rows, vocab]``, the prefill's last)."""
+        import torch
+
+        cache, encoder = self._cache, self.encoder
+        sampled: list[list[int]] = [[] for _ in cache.rows]
+        logprobs: list[list[float]] = [[] for _ in cache.rows]
+        rows = list(range(len(cache.rows)))  # the context of each row the decode steps run on
+        live = torch.ones(len(rows), dtype=torch.bool, device=logits.device)
         for step in range(sampling.max_new_tokens):
             tokens = sample_next(logits, sampling.temperature, sampling.top_p, encoder.suppressed_ids, generator)
             tokens = tokens.masked_fill(~live, encoder.pad_id)
@@ -594,9 +599,9 @@ class HFEngine(Engine):
         """Bring each cache row to ``targets[r]`` (the episode's ids, whose images are ``contexts[r]``'s).
 
         A row keeps the longest prefix of ``targets[r]`` it already holds, at most ``score_from[r] - 1`` tokens
-        so that the logits predicting ``targets[r][score_from[r]:]`` get computed, and the rest of every row
-        runs in one batched forward pass. Returns per row those logits, ``[len(target) - score_from + 1, vocab]``
-        (the last one predicts the token after the target).
+        so that the logits predicting ``targets[r][score_from[r]:]`` get computed; the rest of every row runs
+        through the model batched (split into passes by chunk length where that saves padding). Returns per row
+        those logits, ``[len(target) - score_from + 1, vocab]`` (the last one predicts the token after the target).
         """
         cache, image_id = self._cache, self.encoder.image_token_id
         chunks, positions, images = [], [], []
