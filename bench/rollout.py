@@ -36,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep-sampled-ids", action="store_true", help="Run with canonical_tokens off (no retokenization).")
     parser.add_argument("--kv-cache", choices=["on", "off", "both"], default="both",
                         help="The hf engine's per-episode KV cache: on (default engine), off (generate over whole contexts), or both side by side.")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed seconds; cpu: this process's CPU seconds (steadier on a shared machine; with 1 thread the same as wall on an idle one).")
     return parser.parse_args()
 
 
@@ -64,10 +66,13 @@ def setup(args: argparse.Namespace, scratch: Path):
     return policy, engines, toolbox, samples, cfg, f"{weights}, {params / 1e6:.2f} M parameters"
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time
+
+
 def timed(fn):
-    began = time.perf_counter()
+    began = CLOCK()
     out = fn()
-    return out, time.perf_counter() - began
+    return out, CLOCK() - began
 
 
 def raw_generate(policy, engine, samples, max_new_tokens: int, seed: int) -> tuple[int, float]:
@@ -95,7 +100,9 @@ def main() -> None:
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.rollout import rollout
 
+    global CLOCK
     args = parse_args()
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         policy, engines, toolbox, samples, cfg, model_note = setup(args, Path(scratch))
@@ -122,7 +129,7 @@ def main() -> None:
         sequential = {kv: sum(timed(lambda: run(engine, [sample]))[1] for sample in samples) for kv, engine in engines.items()}
 
     print(f"model: tiny Qwen2.5-VL, {model_note}; {args.episodes} episodes; max_new_tokens {args.max_new_tokens}; "
-          f"{args.threads} threads; canonical_tokens {not args.keep_sampled_ids}; fastest of {args.repeats} batched/raw runs")
+          f"{args.threads} threads; canonical_tokens {not args.keep_sampled_ids}; fastest of {args.repeats} batched/raw runs; {args.clock} clock")
     for kv in engines:
         out, batched_s = batched[kv]
         sequential_s, (raw_tokens, raw_s) = sequential[kv], raw[kv]
