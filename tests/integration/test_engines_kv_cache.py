@@ -149,6 +149,35 @@ def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox,
         assert t.meta["retokenized_turns"] >= len(SCRIPTS[int(t.sample_id[1:])][: len(t.actions)])
 
 
+class LateJoiners(ForcedTurns):
+    """Questions 2 and 3 get their first turn without the model (scored by a full forward pass, as an oracle
+    engine would), so at turn 2 their episodes join the cache beside episodes already in it."""
+
+    def generate(self, contexts, sampling, *, seed=None):
+        opening = [c for c in contexts if not any(m.role == "assistant" for m in c.messages) and _question(c) in (2, 3)]
+        if not opening:
+            return super().generate(contexts, sampling, seed=seed)
+        scripted = {}
+        for context in opening:
+            text = SCRIPTS[_question(context)][0]
+            ids = self.encoder.assistant_span(context.messages, text)
+            scripted[id(context)] = GeneratedTurn(text, ids, [0.0] * len(ids), [1] * len(ids), retokenized=True)
+        self._rescore(list(scripted.values()), opening, sampling)
+        sampled = iter(super().generate([c for c in contexts if id(c) not in scripted], sampling, seed=seed))
+        return [scripted[id(c)] if id(c) in scripted else next(sampled) for c in contexts]
+
+
+def test_episodes_joining_the_cache_in_a_later_turn(policy, toolbox):
+    engine = LateJoiners(policy)
+    out = _run(engine, toolbox)
+    assert 0 in engine.reused and max(engine.reused) > 0  # turn 2 prefilled new rows beside cached ones
+    fresh = trajectory_logprobs(policy, out)
+    for t, scores in zip(out, fresh):
+        assert _reencode(policy, t) == t.token_ids
+        mask = torch.tensor(t.loss_mask, dtype=torch.bool)
+        assert torch.allclose(torch.tensor(t.logprobs)[mask], scores[mask], atol=1e-4, rtol=0)
+
+
 def test_cached_and_generate_paths_agree_on_greedy_turns(policy, toolbox):
     greedy = SamplingConfig(max_new_tokens=10, temperature=0.0)
     cached, plain = (_run(ForcedTurns(policy, kv_cache=kv), toolbox, greedy) for kv in (True, False))
