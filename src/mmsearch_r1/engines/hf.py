@@ -295,6 +295,12 @@ def _growing_layer_class():
             self._store = (keys, values, self.keys)
             return self.keys, self.values
 
+        def adopt(self, keys, values, used: int) -> None:
+            """Take ``keys``/``values`` (``[rows, heads, capacity, head_dim]``) as the buffer, ``used`` columns filled."""
+            self.lazy_initialization(keys, values)
+            self.keys, self.values = keys[:, :, :used], values[:, :, :used]
+            self._store = (keys, values, self.keys)
+
         def _grow(self, key_states, value_states, used: int, capacity: int) -> tuple:
             keys = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
             values = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
@@ -484,20 +490,26 @@ class EpisodeCache:
         """Make the cache the rows of ``groups`` (each ``(rows, [(keys, values)] per layer, mask)``) in ``order``.
 
         Groups can differ in width (parked rows miss the columns added since, a group's new chunk is narrower);
-        each gets masked columns on the right up to the widest, as a row's columns only need to keep their order.
+        each gets masked zero columns on the right up to the widest, as a row's columns only need to keep their
+        order. Every group is copied once, straight into its rows of a new buffer with spare columns.
         """
         import torch
-        import torch.nn.functional as F
 
         width = max(mask.shape[1] for _, _, mask in groups)
-        rows = [row for group_rows, _, _ in groups for row in group_rows]
-        where = {id(row): i for i, row in enumerate(rows)}
-        index = torch.tensor([where[id(row)] for row in order], device=self.mask.device)
-        widen = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731 - [rows, heads, columns, head_dim]
-        kv = [(torch.cat([widen(g[1][i][0]) for g in groups])[index], torch.cat([widen(g[1][i][1]) for g in groups])[index])
-              for i in range(len(groups[0][1]))]
-        self.cache = self._new_cache(kv)
-        self.mask = torch.cat([F.pad(mask, (0, width - mask.shape[1])) for _, _, mask in groups])[index]
+        where = {id(row): i for i, row in enumerate(order)}
+        destinations = [torch.tensor([where[id(row)] for row in rows], device=self.mask.device) for rows, _, _ in groups]
+        self.mask = self.mask.new_zeros((len(order), width))
+        for destination, (_, _, mask) in zip(destinations, groups):
+            self.mask[destination, : mask.shape[1]] = mask
+        self.cache = self._new_cache()
+        for i, layer in enumerate(self.cache.layers):
+            keys, values = groups[0][1][i]
+            shape = (len(order), keys.shape[1], width + layer.spare, keys.shape[3])
+            key_buffer, value_buffer = keys.new_zeros(shape), values.new_zeros(shape)  # zeros: masked columns must hold finite values
+            for destination, (_, kv, _) in zip(destinations, groups):
+                key_buffer[destination, :, : kv[i][0].shape[2]] = kv[i][0]
+                value_buffer[destination, :, : kv[i][1].shape[2]] = kv[i][1]
+            layer.adopt(key_buffer, value_buffer, width)
         self.rows = list(order)
 
 
