@@ -279,7 +279,7 @@ def _growing_layer_class():
         when they are replaced from outside (batch select, compaction) the next update copies them into a new one.
         """
 
-        spare = 64
+        spare = 64  # columns: one copy per 64 decode steps, and little memory beyond the cache itself
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -287,7 +287,7 @@ def _growing_layer_class():
             used, new = self.get_seq_length(), key_states.shape[-2]
             store = getattr(self, "_store", None)
             if store is None or store[2] is not self.keys or store[0].shape[-2] < used + new:
-                store = self._grow(key_states, value_states, used, used + new + max(self.spare, (used + new) // 2))
+                store = self._grow(key_states, value_states, used, used + new + self.spare)
             keys, values = store[0], store[1]
             keys[:, :, used: used + new] = key_states
             values[:, :, used: used + new] = value_states
