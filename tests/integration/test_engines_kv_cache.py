@@ -21,7 +21,7 @@ from mmsearch_r1.data import VQASample
 from mmsearch_r1.engines.base import Context, GeneratedTurn, TokenizedContext
 from mmsearch_r1.engines.config import SamplingConfig
 from mmsearch_r1.engines import hf
-from mmsearch_r1.engines.hf import EpisodeCache, HFEngine, chunk_positions, length_groups, score_sequences, token_logprobs, trajectory_logprobs
+from mmsearch_r1.engines.hf import EpisodeCache, HFEngine, chunk_positions, first_of_each as real_first_of_each, length_groups, score_sequences, token_logprobs, trajectory_logprobs
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer
 from mmsearch_r1.rollout import rollout
 from mmsearch_r1.tools.base import Toolbox
@@ -127,9 +127,11 @@ def _reencode(policy, trajectory):
 
 
 @pytest.mark.parametrize("temperature, top_p, canonical", [(1.0, 1.0, True), (0.7, 0.9, True), (1.0, 1.0, False)])
-def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox, temperature, top_p, canonical):
+def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox, temperature, top_p, canonical, monkeypatch):
     # canonical_tokens off: sampled turns keep their ids and only the scripted ones are retokenized, so the
     # rescoring pass runs on some rows while the others wait parked
+    distinct = []
+    monkeypatch.setattr(hf, "first_of_each", lambda keys: distinct.append(real_first_of_each(keys)) or distinct[-1])
     engine = ForcedTurns(policy, canonical_tokens=canonical)
     assert engine.kv_cache
     out = _run(engine, toolbox, SamplingConfig(max_new_tokens=12, temperature=temperature, top_p=top_p))
@@ -139,6 +141,7 @@ def test_multi_turn_cached_rollout_matches_a_fresh_forward_pass(policy, toolbox,
     assert engine.reused and min(engine.reused) > 0  # every later turn found its episode's earlier tokens in the cache
     assert max(len(t.images) for t in out) == 3  # image results arrived in a later turn
     assert engine.mixed_rescoring or canonical
+    assert [len(firsts) for firsts, _ in distinct] == [len(SCRIPTS)]  # the two episodes of each question shared their first prefill
     fresh = trajectory_logprobs(policy, out, temperature=temperature)
     for t, scores in zip(out, fresh):
         assert _reencode(policy, t) == t.token_ids or not canonical

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmsearch_r1.engines.hf import common_prefix, outside_image, sample_next
+from mmsearch_r1.engines.hf import common_prefix, first_of_each, length_groups, outside_image, sample_next
 
 
 def test_common_prefix():
@@ -53,3 +53,16 @@ def test_sample_next_is_reproducible_from_the_generator_seed():
     draw = lambda seed: sample_next(logits, 0.8, 0.9, [3], torch.Generator().manual_seed(seed))  # noqa: E731
     assert torch.equal(draw(1), draw(1))
     assert not torch.equal(draw(1), draw(2))
+
+
+def test_first_of_each():
+    assert first_of_each([]) == ([], [])
+    assert first_of_each([(1, 2), (3,), (1, 2), (1, 2)]) == ([0, 1], [0, 1, 0, 0])
+
+
+def test_length_groups_trades_padding_for_passes():
+    lengths = [10, 300, 12, 290, 11]
+    assert length_groups(lengths, overhead=10_000) == [[0, 4, 2, 3, 1]]  # one pass: 5 x 300 positions
+    assert length_groups(lengths, overhead=100) == [[0, 4, 2], [3, 1]]  # 3 x 12 + 2 x 300 + 2 passes
+    assert length_groups(lengths, overhead=0) == [[0], [4], [2], [3], [1]]
+    assert sorted(i for group in length_groups(lengths, overhead=50) for i in group) == [0, 1, 2, 3, 4]

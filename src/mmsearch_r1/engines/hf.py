@@ -168,6 +168,20 @@ def length_groups(lengths: Sequence[int], overhead: float) -> list[list[int]]:
     return groups[::-1]
 
 
+def first_of_each(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """The first index of each distinct key, and for every position the place of its key among those.
+
+    >>> first_of_each(["a", "b", "a", "c", "b"])
+    ([0, 1, 3], [0, 1, 0, 2, 1])
+    """
+    first: dict[Any, int] = {}
+    place = [first.setdefault(key, len(first)) for key in keys]
+    representatives = [0] * len(first)
+    for i, p in reversed(list(enumerate(place))):
+        representatives[p] = i
+    return representatives, place
+
+
 # --- batching -------------------------------------------------------------------------------------
 
 
@@ -627,9 +641,31 @@ class HFEngine(Engine):
             positions.append(chunk_positions(self.policy.model, chunks[-1], images[-1][1], image_id, row.ends[-1] if row.ends else 0))
         cache.compact()
         wanted = [len(t) - first + 1 for t, first in zip(targets, score_from)]
+        if cache.columns == 0:  # a fresh cache (first turns): episodes of the same prompt (a GRPO group) share one prefill
+            return self._feed_distinct(chunks, positions, images, wanted)
         groups = length_groups([len(c) for c in chunks], overhead=PASS_OVERHEAD)
         logits = cache.extend_in_groups(groups, chunks, positions, images, max(wanted))
         return [row_logits[row_logits.shape[0] - n:] for row_logits, n in zip(logits, wanted)]
+
+    def _feed_distinct(self, chunks: list[list[int]], positions: list, images: list[tuple], wanted: list[int]) -> list["torch.Tensor"]:
+        """``_feed``'s forward pass on a fresh cache, run once per distinct chunk (ids and image pixels) and copied to its rows."""
+        import torch
+
+        cache = self._cache
+        keys = [(tuple(chunk), tuple(p.cpu().numpy().tobytes() for p in pixels)) for chunk, (pixels, _) in zip(chunks, images)]
+        firsts, place = first_of_each(keys)
+        rows = cache.rows
+        cache.rows, cache.mask = [rows[i] for i in firsts], cache.mask[firsts]
+        groups = length_groups([len(chunks[i]) for i in firsts], overhead=PASS_OVERHEAD)
+        logits = cache.extend_in_groups(groups, [chunks[i] for i in firsts], [positions[i] for i in firsts], [images[i] for i in firsts], max(wanted))
+        if len(firsts) < len(rows):
+            for row, p in zip(rows, place):
+                row.ids, row.ends = list(cache.rows[p].ids), list(cache.rows[p].ends)
+            index = torch.tensor(place, device=cache.mask.device)
+            cache.cache.batch_select_indices(index)
+            cache.mask = cache.mask[index]
+        cache.rows = rows
+        return [logits[p][logits[p].shape[0] - n:] for p, n in zip(place, wanted)]
 
     def _whole_images(self, placeholders: int, grids: Sequence[Any]) -> int:
         """How many of an episode's images (in order) the first ``placeholders`` image tokens cover."""
