@@ -2,7 +2,9 @@
 
 It is the ceiling for search efficiency in the demo: a question whose ``search_need`` is ``none`` gets no
 search, ``image`` one image search, ``text`` one text search naming the entity, ``image_text`` both. The
-searches are scripted turns; the answer turn is the model's own. ``OracleEngine`` wraps any engine, so the
+searches are scripted turns; the answer turn is the model's own, sampled again (up to ``answer_tries`` times)
+while it is not an answer, so that the oracle answers after exactly the searches it planned rather than
+searching on. ``OracleEngine`` wraps any engine, so the
 oracle runs through the ordinary rollout and evaluation (as the ``on_demand`` workflow) and its trajectories
 keep exact token bookkeeping.
 """
@@ -42,10 +44,11 @@ class OracleEngine(Engine):
     serves in a call go to it in one batch.
     """
 
-    def __init__(self, model: Engine, plans: Mapping[str, Sequence[str]]):
+    def __init__(self, model: Engine, plans: Mapping[str, Sequence[str]], answer_tries: int = 8):
         self.model = model
         self.plans = dict(plans)
         self.encoder = model.encoder
+        self.answer_tries = answer_tries
 
     def scripted_turn(self, context: Context) -> str | None:
         plan = self.plans.get(image_key(context.images[0])) if context.images else None
@@ -55,7 +58,7 @@ class OracleEngine(Engine):
     def generate(self, contexts: list[Context], sampling: "SamplingConfig", *, seed: int | None = None) -> list[GeneratedTurn]:
         scripted = [self.scripted_turn(c) for c in contexts]
         to_model = [c for c, text in zip(contexts, scripted) if text is None]
-        generated = iter(self.model.generate(to_model, sampling, seed=seed) if to_model else [])
+        generated = iter(self._answers(to_model, sampling, seed))
         turns = []
         for context, text in zip(contexts, scripted):
             if text is None:
@@ -65,6 +68,20 @@ class OracleEngine(Engine):
             else:
                 ids = self.encoder.assistant_span(context.messages, text)
                 turns.append(GeneratedTurn(text, ids, [0.0] * len(ids), [1] * len(ids)))
+        return turns
+
+    def _answers(self, contexts: list[Context], sampling: "SamplingConfig", seed: int | None) -> list[GeneratedTurn]:
+        """The model's turns; a turn that is not an answer is sampled again, up to ``answer_tries`` in all."""
+        from mmsearch_r1.protocol import turn_shape
+
+        turns = self.model.generate(contexts, sampling, seed=seed) if contexts else []
+        for attempt in range(1, self.answer_tries):
+            again = [i for i, turn in enumerate(turns) if turn_shape(turn.text) != "answer"]
+            if not again:
+                break
+            retry_seed = None if seed is None else seed * 1_000 + attempt
+            for i, turn in zip(again, self.model.generate([contexts[i] for i in again], sampling, seed=retry_seed)):
+                turns[i] = turn
         return turns
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from mmsearch_r1.models.demos import (
     fact_in,
     name_in,
     reading_demo,
+    with_value,
     scripted_demonstrations,
     top_image_title,
     top_text_summary,
@@ -162,13 +163,15 @@ def test_reading_drills_train_the_answer_read_from_the_top_summary(world, setup)
     toolbox, _ = setup
     entity = next(e for e in world.entities if e.group == "neither")
     fact = entity.facts[0]
-    hits = toolbox.text.search(world.text_query(entity, fact.attribute))
-    demo = reading_demo("r", world, entity, fact.attribute, "Q?", hits, Templates.load())
+    phrase = world.attribute(fact.attribute).phrase
+    other = next(v[0] for v in world.attribute(fact.attribute).values if v[0] != fact.answer)
+    hits = with_value(toolbox.text.search(world.text_query(entity, fact.attribute)), world, entity, fact.attribute, other)
+    assert other in hits[0].summary and fact.answer not in hits[0].summary
+    demo = reading_demo("r", "Q?", hits, other, phrase, Templates.load())
     assert [m.role for m in demo.messages] == ["user", "assistant"] and "<information>" in demo.messages[0].text
-    assert turn_shape(demo.messages[1].text) == "answer" and demo.messages[1].text.endswith(f"<answer> {fact.answer}</answer>")
-    assert any(p.trained and p.text == f" {fact.answer}" for p in demo.turns[0])
-    misleading = [TextHit("Other", "u", "Its flag colour is mauve.")]  # the fact is not in the results: not trained
-    demo = reading_demo("r", world, entity, fact.attribute, "Q?", misleading, Templates.load())
+    assert turn_shape(demo.messages[1].text) == "answer" and demo.messages[1].text.endswith(f"<answer> {other}</answer>")
+    assert any(p.trained and p.text == f" {other}" for p in demo.turns[0])
+    demo = reading_demo("r", "Q?", hits, fact.answer, phrase, Templates.load())  # not in the results: not trained
     assert not any(p.trained and p.text == f" {fact.answer}" for p in demo.turns[0])
 
 

@@ -55,3 +55,16 @@ def test_need_actions_are_the_allowed_sequences():
 
     assert set(NEED_ACTIONS.values()) == set(ALLOWED_SEQUENCES)
 
+
+
+def test_the_oracle_samples_its_answer_turn_again_until_it_answers():
+    replies = iter(["<reason>r</reason><text_search>Zob</text_search>", "<reason>r</reason><search><img></search>",
+                    "<reason>r</reason><answer>gold</answer>"])
+    model = ScriptedEngine(lambda context: next(replies))
+    s = sample(0, "red")
+    [t] = rollout([s], OracleEngine(model, {image_key(s.image): [IMAGE]}), Toolbox(Lens(), Pages()), protocol=ProtocolConfig(), sampling=SamplingConfig())
+    assert t.actions == ["image_search", "answer"] and t.final_answer == "gold" and model.calls == 3
+    stubborn = ScriptedEngine(lambda context: "<reason>r</reason><text_search>Zob</text_search>")
+    [t] = rollout([s], OracleEngine(stubborn, {image_key(s.image): [IMAGE]}, answer_tries=2), Toolbox(Lens(), Pages()),
+                  protocol=ProtocolConfig(max_turns=2), sampling=SamplingConfig())
+    assert stubborn.calls == 2 and t.actions[-1] == "text_search"  # it gives up after answer_tries samples

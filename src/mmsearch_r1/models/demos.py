@@ -293,21 +293,40 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
     return demo
 
 
-def reading_demo(drill_id: str, world: "World", entity: "Entity", attribute: str, question: str, hits: list["TextHit"], templates: Templates) -> Demonstration:
-    """Reading practice: one chat of text results for the entity's query, then the answer read from them.
+def reading_demo(drill_id: str, question: str, hits: list["TextHit"], answer: str, phrase: str, templates: Templates) -> Demonstration:
+    """Reading practice: one chat of text results and the question, then ``answer`` read from them.
 
-    The chat is the episode's last step alone (the text-results feedback turn with the question, and the
-    reading turn), so it is cheap; the whole reading turn is trained, the fact only when the top summary
-    states it (as in the demonstrations). It teaches copying the fact from the results, for every group.
+    The chat is the episode's last step alone (the text-results feedback turn and the reading turn), so it
+    is cheap; the whole reading turn is trained, the answer only when the top summary states it.
     """
     from mmsearch_r1.protocol import text_results_turn
 
     message, _ = text_results_turn(hits, question, templates)
     demo = Demonstration(drill_id, "reading", [message], [])
-    fact = entity.fact(attribute)
-    stated = bool(hits) and fact_in(hits[0].summary, fact.answers)
-    demo.add_turn(reading_turn(fact.answer, world.attribute(attribute).phrase, stated), "answer")
+    demo.add_turn(reading_turn(answer, phrase, bool(hits) and fact_in(hits[0].summary, [answer])), "answer")
     return demo
+
+
+def with_value(hits: list["TextHit"], world: "World", entity: "Entity", attribute: str, value: str) -> list["TextHit"]:
+    """The hits with the entity's fact sentence for ``attribute`` stating ``value`` instead, on its own pages.
+
+    Reading drills show made-up values, so that they teach copying from the results and never the fact
+    itself (which would give the model facts its knowledge group withholds).
+
+    >>> from mmsearch_r1.tools.base import TextHit
+    >>> from mmsearch_r1.world.build import generate_world
+    >>> world = generate_world(seed=0, size="small")
+    >>> entity = world.entities[0]; fact = entity.facts[0]
+    >>> hits = [TextHit(f"{entity.name} guild profile", "u", world.fact_sentence(fact) + " More."), TextHit("Other", "v", world.fact_sentence(fact))]
+    >>> shown = with_value(hits, world, entity, fact.attribute, "zzz")
+    >>> "zzz" in shown[0].summary and fact.answer not in shown[0].summary, shown[1] == hits[1]
+    (True, True)
+    """
+    from dataclasses import replace
+
+    true = world.fact_sentence(entity.fact(attribute))
+    made_up = world.attribute(attribute).fact_sentence.format(value=value)
+    return [replace(h, summary=h.summary.replace(true, made_up)) if name_in(h.title, entity.name) else h for h in hits]
 
 
 def allowed(actions: tuple[str, ...], protocol: "ProtocolConfig") -> bool:

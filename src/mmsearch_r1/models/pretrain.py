@@ -18,7 +18,7 @@ Choices worth knowing:
   (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
   turn, so that recognition carries over to the far longer first turn of an episode.
 - *Reading drills* (``reading_drills``) are the last step of an episode alone: text results, then the
-  answer copied from the top summary.
+  answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
 - The first ``drill_epochs`` epochs hold the drills alone (a warm-up on short, easy questions); each later
   epoch adds ``protocol_demos`` protocol demonstrations with freshly drawn action sequences.
 - Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
@@ -185,18 +185,25 @@ class DemoSource:
         return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng)
 
     def reading(self, e: int, rng: "np.random.Generator") -> list["Encoded"]:
-        """Reading drills: every fact of every entity, ``reading_drills`` times, asked with a training template."""
-        from mmsearch_r1.models.demos import reading_demo
+        """Reading drills: every fact of every entity, ``reading_drills`` times, each with a made-up value.
+
+        The value shown in the results (and answered) is drawn from the attribute's vocabulary, so the drills
+        teach copying from the results and not the facts (see ``demos.with_value``).
+        """
+        from mmsearch_r1.models.demos import reading_demo, with_value
 
         world, k = self.world, self.cfg.protocol.text_top_k
         out = []
         for entity in world.entities:
             for fact in entity.facts:
+                attribute = world.attribute(fact.attribute)
                 hits = self.toolbox.text.search(world.text_query(entity, fact.attribute), k)
                 templates = world.templates_for(fact.attribute, "train")
                 for r in range(self.cfg.pretrain.reading_drills):
+                    value = attribute.values[int(rng.integers(len(attribute.values)))][0]
                     question = templates[int(rng.integers(len(templates)))].text
-                    demo = reading_demo(f"read-{e}-{entity.name}-{fact.attribute}-{r}", world, entity, fact.attribute, question, hits, self.templates)
+                    shown = with_value(hits, world, entity, fact.attribute, value)
+                    demo = reading_demo(f"read-{e}-{entity.name}-{fact.attribute}-{r}", question, shown, value, attribute.phrase, self.templates)
                     out.append(self._encode(demo))
         return out
 
