@@ -29,6 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--world", type=Path, default=None, help="Demo world folder; default: build a small one in a temp folder.")
     parser.add_argument("--model", type=Path, default=None, help="Policy folder; default: a tiny policy with random weights.")
     parser.add_argument("--episodes", type=int, default=128, help="Episodes in the batch (test questions, cycled if fewer).")
+    parser.add_argument("--group-size", type=int, default=1, help="Episodes per question (GRPO's group size): episodes / group-size questions, each run group-size times.")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="Most tokens per assistant turn.")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads torch may use (1 is fastest for the tiny model on a busy machine).")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,7 +60,7 @@ def setup(args: argparse.Namespace, scratch: Path):
     cfg = load_config(None, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
     toolbox = build_toolbox(cfg.tools)
     questions = read_parquet(world / "test.parquet")
-    samples = [questions[i % len(questions)] for i in range(args.episodes)]
+    samples = [questions[i % len(questions)] for i in range(max(1, args.episodes // args.group_size))]
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.kv_cache]
     engines = {kv: HFEngine(policy, canonical_tokens=not args.keep_sampled_ids, kv_cache=kv) for kv in modes}
     params = sum(p.numel() for p in policy.model.parameters())
@@ -108,8 +109,10 @@ def main() -> None:
         policy, engines, toolbox, samples, cfg, model_note = setup(args, Path(scratch))
         sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0)
 
-        def run(engine, batch):
-            return rollout(batch, engine, toolbox, protocol=cfg.protocol, sampling=sampling, seed=args.seed)
+        def run(engine, batch, n=args.group_size):
+            return rollout(batch, engine, toolbox, n=n, protocol=cfg.protocol, sampling=sampling, seed=args.seed)
+
+        episodes = [sample for sample in samples for _ in range(args.group_size)]  # one entry per episode
 
         for engine in engines.values():
             run(engine, samples[:4])  # warm-up
@@ -123,12 +126,14 @@ def main() -> None:
                 if seconds < batched[kv][1]:
                     batched[kv] = (out, seconds)
                 sampled = sum(t.meta["sampled_tokens"] for t in batched[kv][0])  # what the engine sampled, before retokenization
-                per_row = max(1, -(-sampled // len(samples)))  # raw generate makes about as many tokens: ceil(sampled / rows) per row
-                tokens, seconds = raw_generate(policy, engine, samples, per_row, args.seed)
+                per_row = max(1, -(-sampled // len(episodes)))  # raw generate makes about as many tokens: ceil(sampled / rows) per row
+                tokens, seconds = raw_generate(policy, engine, episodes, per_row, args.seed)
                 raw[kv] = (tokens, min(raw[kv][1], seconds))
-        sequential = {kv: sum(timed(lambda: run(engine, [sample]))[1] for sample in samples) for kv, engine in engines.items()}
+        sequential = {kv: sum(timed(lambda: run(engine, [sample], 1))[1] for sample in episodes) for kv, engine in engines.items()}
 
-    print(f"model: tiny Qwen2.5-VL, {model_note}; {args.episodes} episodes; max_new_tokens {args.max_new_tokens}; "
+    distinct = len({s.id for s in samples})
+    print(f"model: tiny Qwen2.5-VL, {model_note}; {len(episodes)} episodes ({distinct} distinct questions x group size {args.group_size}); "
+          f"max_new_tokens {args.max_new_tokens}; "
           f"{args.threads} threads; canonical_tokens {not args.keep_sampled_ids}; fastest of {args.repeats} batched/raw runs; {args.clock} clock")
     for kv in engines:
         out, batched_s = batched[kv]
