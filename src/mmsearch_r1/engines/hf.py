@@ -168,6 +168,13 @@ def length_groups(lengths: Sequence[int], overhead: float) -> list[list[int]]:
     return groups[::-1]
 
 
+def _raw_bytes(tensor: "torch.Tensor") -> bytes:
+    """The bytes of a tensor's values, any dtype (numpy has no bfloat16), to compare images exactly."""
+    import torch
+
+    return tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
+
+
 def first_of_each(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
     """The first index of each distinct key, and for every position the place of its key among those.
 
@@ -652,7 +659,7 @@ class HFEngine(Engine):
         import torch
 
         cache = self._cache
-        keys = [(tuple(chunk), tuple(p.cpu().numpy().tobytes() for p in pixels)) for chunk, (pixels, _) in zip(chunks, images)]
+        keys = [(tuple(chunk), tuple(_raw_bytes(p) for p in pixels)) for chunk, (pixels, _) in zip(chunks, images)]
         firsts, place = first_of_each(keys)
         rows = cache.rows
         cache.rows, cache.mask = [rows[i] for i in firsts], cache.mask[firsts]
