@@ -88,6 +88,9 @@ def cut_at_end_of_turn(ids: Sequence[int], end_of_turn_id: int) -> tuple[list[in
     return ids, False
 
 
+# --- sampling and the cached path's bookkeeping (pure) -------------------------------------------------
+
+
 def sample_next(logits: "torch.Tensor", temperature: float, top_p: float, suppressed_ids: Sequence[int], generator: "torch.Generator | None" = None) -> "torch.Tensor":
     """One token per row from ``softmax(logits / T)`` with ``suppressed_ids`` removed and the nucleus ``top_p`` kept.
 
@@ -564,7 +567,9 @@ class HFEngine(Engine):
             return []
         if any(c.tokens is None for c in contexts):
             raise ValueError("the Hugging Face engine needs tokenized contexts; run it through mmsearch_r1.rollout.")
-        if not self.kv_cache:
+        model = self.policy.model
+        if not self.kv_cache or (model.training and getattr(model, "is_gradient_checkpointing", False)):
+            # (a model training with gradient checkpointing drops every cache it is given)
             sampled, logprobs = self._sample(contexts, sampling, seed)
             turns = [self._turn(c, ids, lps) for c, ids, lps in zip(contexts, sampled, logprobs)]
             self._rescore([t for t in turns if t.retokenized], [c for c, t in zip(contexts, turns) if t.retokenized], sampling)
