@@ -499,17 +499,21 @@ def plot_summary(results: dict, path: Path) -> Path:
 
 
 def plot_training(runs: dict[str, Path], path: Path) -> Path:
-    """Reward and search ratio per GRPO step, for the main run and the ablations."""
-    figure = _canvas(9, 3.6)
-    panels = [("reward", "mean reward"), ("search_ratio", "search ratio")]
-    axes = [figure.add_subplot(1, 2, i + 1) for i in range(2)]
+    """Reward, and search ratio on search-free and on search-required questions, per GRPO step and run."""
+    panels = [("reward", "mean reward"), ("search_ratio_free", "search ratio, search-free questions"),
+              ("search_ratio_required", "search ratio, search-required questions")]
+    figure = _canvas(4 * len(panels), 3.6)
+    axes = [figure.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
     for label, run_dir in runs.items():
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         for ax, (key, _) in zip(axes, panels):
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=label)
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            ax.plot([x for x, _ in points], [y for _, y in points], label=label)
     for ax, (_, title) in zip(axes, panels):
         ax.set(xlabel="GRPO step", title=title)
         ax.grid(alpha=0.3)
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[2].set_ylim(-0.05, 1.05)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)

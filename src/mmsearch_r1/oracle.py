@@ -2,8 +2,8 @@
 
 It is the ceiling for search efficiency in the demo: a question whose ``search_need`` is ``none`` gets no
 search, ``image`` one image search, ``text`` one text search naming the entity, ``image_text`` both. The
-searches are scripted turns; the answer turn is the model's own, sampled again (up to ``answer_tries`` times)
-while it is not an answer, so that the oracle answers after exactly the searches it planned rather than
+searches are scripted turns; the answer turn is the model's own, sampled again (up to ``answer_tries`` times,
+at temperature 1 if the first try was greedy) while it is not an answer, so that the oracle answers after exactly the searches it planned rather than
 searching on. ``OracleEngine`` wraps any engine, so the
 oracle runs through the ordinary rollout and evaluation (as the ``on_demand`` workflow) and its trajectories
 keep exact token bookkeeping.
@@ -75,6 +75,8 @@ class OracleEngine(Engine):
         from mmsearch_r1.protocol import turn_shape
 
         turns = self.model.generate(contexts, sampling, seed=seed) if contexts else []
+        if sampling.temperature <= 0:  # greedy would repeat the same turn: later tries sample at temperature 1
+            sampling = sampling.model_copy(update={"temperature": 1.0})
         for attempt in range(1, self.answer_tries):
             again = [i for i, turn in enumerate(turns) if turn_shape(turn.text) != "answer"]
             if not again:

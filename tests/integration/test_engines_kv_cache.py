@@ -278,3 +278,13 @@ def test_the_cached_path_on_a_gpu_matches_a_fresh_forward_pass(toolbox, tmp_path
     for t, scores in zip(out, fresh):
         mask = torch.tensor(t.loss_mask, dtype=torch.bool)
         assert torch.allclose(torch.tensor(t.logprobs)[mask], scores.cpu()[mask], atol=1e-3, rtol=0)
+
+
+def test_engine_config_switches_the_cache(policy, tmp_path):
+    from mmsearch_r1.engines import build_engine
+    from mmsearch_r1.engines.config import EngineConfig
+
+    policy.save(tmp_path)
+    on = build_engine(EngineConfig(type="hf"), ModelConfig(path=tmp_path))
+    off = build_engine(EngineConfig(type="hf", kv_cache=False), ModelConfig(path=tmp_path))
+    assert on.kv_cache and not off.kv_cache

@@ -31,7 +31,7 @@ def build_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> "Engin
         from mmsearch_r1.models import load_policy
 
         policy = load_policy(model_cfg.path, device=engine_cfg.device, dtype=engine_cfg.dtype)
-        return HFEngine(policy, canonical_tokens=engine_cfg.canonical_tokens)
+        return HFEngine(policy, canonical_tokens=engine_cfg.canonical_tokens, kv_cache=engine_cfg.kv_cache)
     if engine_cfg.type == "vllm":
         from mmsearch_r1.engines.vllm import VLLMEngine
 

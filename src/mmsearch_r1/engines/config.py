@@ -47,5 +47,6 @@ class EngineConfig(Section):
     device: str = Field("cpu", min_length=1, description="Device of the hf engine's model: cpu, cuda, cuda:1, ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(None, description="Model dtype; None: float32 on CPU, the checkpoint's own elsewhere.")
     canonical_tokens: bool = Field(True, description="Keep a turn as the canonical ids of its text when the model sampled another spelling (so messages re-encode to token_ids exactly).")
+    kv_cache: bool = Field(True, description="hf engine: keep each episode's KV cache between turns, so a turn prefills only its new tokens (false: one generate call over the whole context per turn).")
     openai: OpenAIEngineConfig = Field(default_factory=OpenAIEngineConfig, description="The OpenAI-compatible server.")
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="The in-process vLLM engine.")

@@ -203,7 +203,7 @@ def _engine(cfg, policy: "Policy"):
 
     if cfg.engine.type != "hf":
         raise ConfigError(f"the built-in trainer samples with the hf engine, not {cfg.engine.type!r}; set engine.type=hf (use the veRL plug-in for vLLM).")
-    return HFEngine(policy)
+    return HFEngine(policy, canonical_tokens=cfg.engine.canonical_tokens, kv_cache=cfg.engine.kv_cache)
 
 
 def _toolbox(cfg) -> "Toolbox":
