@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def thread_speed(cfg, world_dir: Path, threads: int, steps: int = 20) -> float:
-    """Training tokens per second over ``steps`` batches of epoch 0 with ``threads`` torch threads."""
+    """Training tokens per second over ``steps`` batches of the first epoch with demonstrations, ``threads`` torch threads."""
     import numpy as np
     import torch
 
@@ -29,7 +29,7 @@ def thread_speed(cfg, world_dir: Path, threads: int, steps: int = 20) -> float:
     world = load_world(world_dir)
     policy = build_tiny_policy(cfg.model, build_tokenizer(world_texts(world, world_dir), vocab_size=cfg.model.vocab_size))
     source = DemoSource(cfg, world, read_split(world_dir, "train"), world_toolbox(world_dir), policy)
-    batches = batch_up(source.epoch(0, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))[:steps]
+    batches = batch_up(source.epoch(cfg.pretrain.drill_epochs, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))[:steps]
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.pretrain.lr)
     image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     started, tokens = time.perf_counter(), 0

@@ -127,7 +127,7 @@ class DemoSource:
         return encode_demonstration(demo, self.policy, self.pixels)
 
     def epoch(self, e: int, counts: dict[str, int]) -> list["Encoded"]:
-        """Protocol demonstrations on a share of the questions, then the drills, of epoch ``e``.
+        """``protocol_demos`` protocol demonstrations, then the drills, of epoch ``e``.
 
         The first ``drill_epochs`` epochs hold the drills alone: short, easy questions first let the tiny model
         find how to use the image and the question before it meets long episodes (without them, a run may stall
@@ -160,7 +160,7 @@ class DemoSource:
         return out + self.drills(e)
 
     def drills(self, e: int) -> list["Encoded"]:
-        """Knowledge drills: fresh renderings of sight-group entities, fact-group facts asked by name."""
+        """Knowledge drills (fresh renderings of sight-group entities, fact-group facts asked by name), then reading drills."""
         import numpy as np
 
         from mmsearch_r1.models.demos import Drill, drill_demo
