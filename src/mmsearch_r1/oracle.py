@@ -3,10 +3,9 @@
 It is the ceiling for search efficiency in the demo: a question whose ``search_need`` is ``none`` gets no
 search, ``image`` one image search, ``text`` one text search naming the entity, ``image_text`` both. The
 searches are scripted turns; the answer turn is the model's own, sampled again (up to ``answer_tries`` times,
-at temperature 1 if the first try was greedy) while it is not an answer, so that the oracle answers after exactly the searches it planned rather than
-searching on. ``OracleEngine`` wraps any engine, so the
-oracle runs through the ordinary rollout and evaluation (as the ``on_demand`` workflow) and its trajectories
-keep exact token bookkeeping.
+at temperature 1 if the first try was greedy) while it is not an answer, so that the oracle answers after
+exactly the searches it planned. ``OracleEngine`` wraps any engine, so the oracle runs through the ordinary
+rollout and evaluation (as the ``on_demand`` workflow) and its trajectories keep exact token bookkeeping.
 """
 
 from __future__ import annotations
