@@ -1,6 +1,7 @@
 """Prompt order, RNG capture, checkpoint folders, per-step metrics and the trainer's small helpers."""
 
 import json
+from dataclasses import asdict
 import random
 
 import numpy as np
@@ -123,6 +124,16 @@ def test_metrics_log_writes_reads_and_truncates(tmp_path):
     assert rows[0].kl == 0.01 and rows[0].reward == 1.0
     truncate_metrics(tmp_path / "metrics.jsonl", 2)
     assert [r.step for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_read_metrics_reads_files_written_before_the_per_label_search_ratios(tmp_path):
+    stats = episode_stats([_trajectory(1.0, 1.0, 1.0)])
+    update = UpdateStats(policy_loss=-0.1, kl=0.01, entropy=2.0, clip_fraction=0.0, grad_norm=0.5)
+    row = asdict(StepMetrics.join(1, stats, update, lr=1e-3, search_penalty=0.1, step_time_s=1.0, rollout_time_s=0.5, update_time_s=0.5))
+    del row["search_ratio_free"], row["search_ratio_required"]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    [old] = read_metrics(tmp_path / "metrics.jsonl")
+    assert old.step == 1 and old.search_ratio_free is None and old.search_ratio_required is None
 
 
 def test_train_config_bounds_and_defaults():

@@ -104,13 +104,16 @@ def _category_search_ratio(trajectories: Sequence["Trajectory"], category: str) 
     return _mean([float(t.searches > 0) for t in chosen]) if chosen else None
 
 
+ADDED_LATER = ("search_ratio_free", "search_ratio_required")  # absent from files written before they were logged
+
+
 def read_metrics(path: str | Path) -> list[StepMetrics]:
-    """Read ``metrics.jsonl`` back as records, in file order."""
+    """Read ``metrics.jsonl`` back as records, in file order (figures a file predates read as None)."""
     names = {f.name for f in fields(StepMetrics)}
     rows = []
     for line in Path(path).read_text().splitlines():
         if line.strip():
-            rows.append(StepMetrics(**{k: v for k, v in json.loads(line).items() if k in names}))
+            rows.append(StepMetrics(**{**dict.fromkeys(ADDED_LATER), **{k: v for k, v in json.loads(line).items() if k in names}}))
     return rows
 
 
