@@ -110,7 +110,7 @@ def world_plans(samples: Sequence["VQASample"], world: "World", *, with_answers:
                 turns.append(_text(naming_turn(opening, entity.name, True, "text_search", phrase=phrase)))
                 read = True
         if with_answers:
-            answer = reading_turn(fact, phrase, True) if read else naming_turn(opening, entity.name, True, "answer", fact=fact, knows_fact=True)
+            answer = reading_turn(fact, world.attribute(attribute).fact_sentence, True) if read else naming_turn(opening, entity.name, True, "answer", fact=fact, knows_fact=True)
             turns.append(_text(answer))
         plans[image_key(sample.image)] = turns
     return plans

@@ -16,7 +16,7 @@ from mmsearch_r1.world.build import build_world  # noqa: E402
 TINY = [
     "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "model.intermediate_size=64",
     "model.vision_hidden_size=16", "model.vision_depth=1", "model.vision_heads=1", "model.vision_intermediate_size=32",
-    "model.vocab_size=600", "pretrain.epochs=1", "pretrain.protocol_demos=24", "pretrain.drill_epochs=0", "pretrain.reading_drills=1", "pretrain.sight_drills=1", "pretrain.fact_drills=1",
+    "model.vocab_size=600", "pretrain.epochs=1", "pretrain.protocol_demos=24", "pretrain.drill_epochs=0", "pretrain.reading_drills=20", "pretrain.sight_drills=1", "pretrain.fact_drills=1",
     "pretrain.batch_tokens=3000", "pretrain.checkpoint_every=2", "pretrain.report_samples=2", "pretrain.report_max_new_tokens=12",
 ]
 

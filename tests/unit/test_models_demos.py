@@ -11,14 +11,17 @@ from mmsearch_r1.data import VQASample
 from mmsearch_r1.models.demos import (
     DemoPolicy,
     Drill,
+    MadeUpFacts,
     Planned,
     draw_actions,
     drill_demo,
     fact_in,
     name_in,
+    made_up_value,
     reading_demo,
-    with_value,
     scripted_demonstrations,
+    stated_value,
+    with_value,
     top_image_title,
     top_text_summary,
 )
@@ -132,6 +135,26 @@ def test_text_queries_name_the_entity_and_run_once(world, setup):
     assert demo.actions == ["text_search", "answer"] and demo.group == "sight_only"
 
 
+def test_made_up_results_state_world_values_and_demonstrations_answer_what_they_read(world, setup):
+    toolbox, samples = setup
+    sample = samples["neither"]
+    entity, attribute = world.entity(sample.extra["entity"]), sample.extra["attribute"]
+    sentence = world.attribute(attribute).fact_sentence
+    made_up = Toolbox(toolbox.image, MadeUpFacts(toolbox.text, world, np.random.default_rng(0)))
+    shown = [stated_value(made_up.text.search(world.text_query(entity, attribute))[0].summary, sentence) for _ in range(40)]
+    values = {f.answer for e in world.entities for f in e.facts if f.attribute == attribute}
+    assert set(shown) <= values and len(set(shown)) > 1  # drawn anew per call, from the world's own values
+    plans = [Planned(sample, entity, attribute, ("text_search", "answer"))]
+    for seed in range(6):
+        made_up = Toolbox(toolbox.image, MadeUpFacts(toolbox.text, world, np.random.default_rng(seed)))
+        [demo] = scripted_demonstrations(world, plans, made_up, ProtocolConfig(), "on_demand", Templates.load())
+        read = stated_value(demo.messages[-2].text.split("<information>")[1], sentence)
+        assert demo.messages[-1].text.endswith(f"<answer> {read}</answer>")
+        trained = "".join(p.text for turn in demo.turns for p in turn if p.trained)
+        assert f" {read}" in trained and (read == sample.answers[0] or f" {sample.answers[0]}" not in trained)
+    assert made_up_value(world, attribute, np.random.default_rng(0)) in values
+
+
 def test_direct_and_rag_workflows_use_their_own_prompts(world, setup):
     toolbox, samples = setup
     sample = samples["neither"]
@@ -163,15 +186,15 @@ def test_reading_drills_train_the_answer_read_from_the_top_summary(world, setup)
     toolbox, _ = setup
     entity = next(e for e in world.entities if e.group == "neither")
     fact = entity.facts[0]
-    phrase = world.attribute(fact.attribute).phrase
+    sentence = world.attribute(fact.attribute).fact_sentence
     other = next(v[0] for v in world.attribute(fact.attribute).values if v[0] != fact.answer)
     hits = with_value(toolbox.text.search(world.text_query(entity, fact.attribute)), world, entity, fact.attribute, other)
     assert other in hits[0].summary and fact.answer not in hits[0].summary
-    demo = reading_demo("r", "Q?", hits, other, phrase, Templates.load())
+    demo = reading_demo("r", "Q?", hits, other, sentence, Templates.load())
     assert [m.role for m in demo.messages] == ["user", "assistant"] and "<information>" in demo.messages[0].text
     assert turn_shape(demo.messages[1].text) == "answer" and demo.messages[1].text.endswith(f"<answer> {other}</answer>")
     assert any(p.trained and p.text == f" {other}" for p in demo.turns[0])
-    demo = reading_demo("r", "Q?", hits, fact.answer, phrase, Templates.load())  # not in the results: not trained
+    demo = reading_demo("r", "Q?", hits, fact.answer, sentence, Templates.load())  # not in the results: not trained
     assert not any(p.trained and p.text == f" {fact.answer}" for p in demo.turns[0])
 
 

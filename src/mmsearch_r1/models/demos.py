@@ -74,18 +74,28 @@ class DemoPolicy:
     direct_prob: float = 0.3
     image_first_prob: float = 0.5
     follow_up_prob: float = 0.5
+    fitting_prob: float = 0.0
 
 
-def draw_actions(rng: "np.random.Generator", choice: DemoPolicy, protocol: "ProtocolConfig | None" = None) -> tuple[str, ...]:
-    """A sequence of actions drawn independently of need; a draw the protocol's limits forbid becomes a direct answer.
+def draw_actions(rng: "np.random.Generator", choice: DemoPolicy, protocol: "ProtocolConfig | None" = None, need: str | None = None) -> tuple[str, ...]:
+    """A sequence of actions; a draw the protocol's limits forbid becomes a direct answer.
+
+    Whether to search is drawn independently of need. A search makes the searches the question ``need`` s
+    with ``fitting_prob`` (when it needs any), and is drawn at random otherwise.
 
     >>> import numpy as np
     >>> draw_actions(np.random.default_rng(0), DemoPolicy(direct_prob=1.0))
     ('answer',)
+    >>> draw_actions(np.random.default_rng(0), DemoPolicy(direct_prob=0.0, fitting_prob=1.0), need="image_text")
+    ('image_search', 'text_search', 'answer')
     """
+    from mmsearch_r1.oracle import NEED_ACTIONS
+
     if rng.random() < choice.direct_prob:
         return ("answer",)
-    if rng.random() < choice.image_first_prob:
+    if choice.fitting_prob > 0 and need not in (None, "none") and rng.random() < choice.fitting_prob:
+        actions = NEED_ACTIONS[need]
+    elif rng.random() < choice.image_first_prob:
         actions = ("image_search", "text_search", "answer") if rng.random() < choice.follow_up_prob else ("image_search", "answer")
     else:
         actions = ("text_search", "answer")
@@ -130,9 +140,16 @@ def naming_turn(opening: str, name: str, knows_name: bool, action: str, fact: st
     return head + [Piece("<text_search>"), Piece(f" {name}", knows_name), Piece(f" {phrase}</text_search>")]
 
 
-def reading_turn(fact: str, phrase: str, fact_read: bool) -> list[Piece]:
-    """The answer after text results: the fact copied from the summaries."""
-    return [Piece(f"<reason>The results give the {phrase}.</reason><answer>"), Piece(f" {fact}", fact_read), Piece("</answer>")]
+def reading_turn(fact: str, sentence: str, fact_read: bool) -> list[Piece]:
+    """The answer after text results: the fact sentence quoted from the summaries, then the fact.
+
+    ``sentence`` is the attribute's fact sentence (``"Its mascot animal is the {value}."``). Quoting it makes
+    reading the pattern a small transformer learns first: after the words that preceded the value in the
+    results, write the word that followed them; the answer then copies the value from a few tokens back.
+    """
+    head, tail = sentence.split("{value}")
+    return [Piece("<reason>The results say:"), Piece(f" {head.strip()}"), Piece(f" {fact}", fact_read), Piece(f"{tail}</reason><answer>"),
+            Piece(f" {fact}", fact_read), Piece("</answer>")]
 
 
 # --- demonstrations through the rollout ------------------------------------------------------------
@@ -161,6 +178,45 @@ class MemoTextSearch(TextSearch):
         if (query, k) not in self._memo:
             self._memo[(query, k)] = self.inner.search(query, k)
         return self._memo[(query, k)]
+
+
+class MadeUpFacts(TextSearch):
+    """A text search whose results state made-up values: every fact sentence of every entity a title names
+    says a value drawn from the world's values of that attribute, anew on each call (pretraining only).
+
+    Demonstrations that read these results can only be right by copying what the results say: they teach
+    reading, never a fact a knowledge group withholds, and give the model no memorised value to fall back on.
+    """
+
+    def __init__(self, inner: TextSearch, world: "World", rng: "np.random.Generator"):
+        self.inner, self.world, self.rng = inner, world, rng
+
+    def search(self, query: str, k: int = 5) -> list["TextHit"]:
+        hits = self.inner.search(query, k)
+        for entity in self.world.entities:
+            if any(name_in(h.title, entity.name) for h in hits):
+                for fact in entity.facts:
+                    hits = with_value(hits, self.world, entity, fact.attribute, made_up_value(self.world, fact.attribute, self.rng))
+        return hits
+
+
+def made_up_value(world: "World", attribute: str, rng: "np.random.Generator") -> str:
+    """A value of ``attribute`` that some entity of the world has (so a word its tokenizer knows well), at random."""
+    values = sorted({f.answer for e in world.entities for f in e.facts if f.attribute == attribute})
+    return values[int(rng.integers(len(values)))]
+
+
+def stated_value(summary: str, sentence: str) -> str | None:
+    """The value ``summary`` states in the fact sentence ``sentence`` (``"Its flag colour is {value}."``), if any.
+
+    >>> stated_value("Its flag colour is red. Tavorin is old.", "Its flag colour is {value}."), stated_value("Tavorin.", "Its flag colour is {value}.")
+    ('red', None)
+    """
+    import re
+
+    head, tail = (re.escape(part) for part in sentence.split("{value}"))
+    found = re.search(head + r"(\w+)" + tail, summary)
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -201,7 +257,8 @@ class DemoScript:
 
     Run it with ``rollout`` and a ``ScriptedEngine(script.reply)``: the episodes then have exactly the
     contexts, feedback turns and tool results a model gets in that workflow. ``reply`` reads the name from
-    the top image-search title and the fact from the top text-search summary present in the context.
+    the top image-search title and the fact from the top text-search summary present in the context (what
+    that summary states, which under ``MadeUpFacts`` is not the world's fact).
     """
 
     def __init__(self, world: "World", plans: list[Planned]):
@@ -216,16 +273,17 @@ class DemoScript:
         turn = sum(m.role == "assistant" for m in context.messages)
         action = plan.actions[turn]
         entity, fact = plan.entity, plan.sample.answers[0]
-        phrase = self.world.attribute(plan.attribute).phrase
+        attribute = self.world.attribute(plan.attribute)
         title, summary = top_image_title(context.messages), top_text_summary(context.messages)
         knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
         opening = "This is" if title is None else "The results show"
         if action == "image_search":
             pieces = [Piece(LOOK_UP)]
         elif action == "answer" and summary is not None:
-            pieces = reading_turn(fact, phrase, fact_in(summary, plan.sample.answers))
+            read = stated_value(summary, attribute.fact_sentence)
+            pieces = reading_turn(read or fact, attribute.fact_sentence, read is not None)
         else:
-            pieces = naming_turn(opening, entity.name, knows_name, action, fact=fact, phrase=phrase, knows_fact=entity.facts_known)
+            pieces = naming_turn(opening, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=entity.facts_known)
         self.pieces[(id(context.images[0]), turn)] = pieces
         return "".join(p.text for p in pieces)
 
@@ -293,7 +351,7 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
     return demo
 
 
-def reading_demo(drill_id: str, question: str, hits: list["TextHit"], answer: str, phrase: str, templates: Templates) -> Demonstration:
+def reading_demo(drill_id: str, question: str, hits: list["TextHit"], answer: str, sentence: str, templates: Templates) -> Demonstration:
     """Reading practice: one chat of text results and the question, then ``answer`` read from them.
 
     The chat is the episode's last step alone (the text-results feedback turn and the reading turn), so it
@@ -303,7 +361,7 @@ def reading_demo(drill_id: str, question: str, hits: list["TextHit"], answer: st
 
     message, _ = text_results_turn(hits, question, templates)
     demo = Demonstration(drill_id, "reading", [message], [])
-    demo.add_turn(reading_turn(answer, phrase, bool(hits) and fact_in(hits[0].summary, [answer])), "answer")
+    demo.add_turn(reading_turn(answer, sentence, bool(hits) and fact_in(hits[0].summary, [answer])), "answer")
     return demo
 
 

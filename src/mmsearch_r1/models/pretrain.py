@@ -17,10 +17,12 @@ Choices worth knowing:
   renderings of the sight-group entities (``sight_drills``) and asks each fact-group fact by name
   (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
   turn, so that recognition carries over to the far longer first turn of an episode.
-- *Reading drills* (``reading_drills``) are the last step of an episode alone: text results, then the
-  answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
+- *Reading drills* (``reading_drills`` per epoch) are the last step of an episode alone: text results, then
+  the answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
 - The first ``drill_epochs`` epochs hold the drills alone (a warm-up on short, easy questions); each later
-  epoch adds ``protocol_demos`` protocol demonstrations with freshly drawn action sequences.
+  epoch adds ``protocol_demos`` protocol demonstrations with freshly drawn action sequences. Their text
+  results state made-up values too (``made_up_results``): copying what the results say is then the only way
+  to answer right, and the skill appears (the report's rag accuracy goes from about 0.3 to about 0.9).
 - Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
   cosine decay. The whole schedule is planned from the seed before training, so a resumed run takes exactly
   the batches the uninterrupted run would have taken.
@@ -34,7 +36,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES = 101, 102, 103
+STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES = 101, 102, 103, 104
 
 
 # --- the world's text, tools and questions -----------------------------------------------------------
@@ -118,7 +120,7 @@ class DemoSource:
         self.cfg, self.world, self.samples, self.toolbox, self.policy = cfg, world, samples, toolbox, policy
         self.templates = Templates.load(cfg.protocol.template_dir)
         p = cfg.pretrain
-        self.choice = DemoPolicy(p.direct_prob, p.image_first_prob, p.follow_up_prob)
+        self.choice = DemoPolicy(p.direct_prob, p.image_first_prob, p.follow_up_prob, p.fitting_prob)
         self.pixels: PixelCache = PixelCache(policy.image_processor)
 
     def _encode(self, demo) -> "Encoded":
@@ -135,7 +137,7 @@ class DemoSource:
         """
         import numpy as np
 
-        from mmsearch_r1.models.demos import WORKFLOW_ACTIONS, Planned, draw_actions, sample_entity, scripted_demonstrations
+        from mmsearch_r1.models.demos import WORKFLOW_ACTIONS, MadeUpFacts, Planned, draw_actions, sample_entity, scripted_demonstrations
 
         p, world = self.cfg.pretrain, self.world
         if e < p.drill_epochs:
@@ -149,13 +151,16 @@ class DemoSource:
             entity, attribute = sample_entity(sample, world)
             u = rng.random()
             workflow = "direct" if u < p.direct_share else "rag" if u < p.direct_share + p.rag_share else "on_demand"
-            actions = WORKFLOW_ACTIONS.get(workflow) or draw_actions(rng, self.choice, self.cfg.protocol)
+            actions = WORKFLOW_ACTIONS.get(workflow) or draw_actions(rng, self.choice, self.cfg.protocol, sample.search_need)
             label = f"{workflow}:{'+'.join(actions)}"
             counts[label] = counts.get(label, 0) + 1
             by_round.setdefault((k // len(self.samples), workflow), []).append(Planned(sample, entity, attribute, actions))
+        toolbox = self.toolbox
+        if p.made_up_results:
+            toolbox = replace(toolbox, text=MadeUpFacts(toolbox.text, world, np.random.default_rng([self.cfg.seed, STREAM_VALUES, e])))
         out = []
         for (_, workflow), plans in sorted(by_round.items()):
-            for demo in scripted_demonstrations(world, plans, self.toolbox, self.cfg.protocol, workflow, self.templates):
+            for demo in scripted_demonstrations(world, plans, toolbox, self.cfg.protocol, workflow, self.templates):
                 out.append(self._encode(demo))
         return out + self.drills(e)
 
@@ -185,26 +190,28 @@ class DemoSource:
         return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng)
 
     def reading(self, e: int, rng: "np.random.Generator") -> list["Encoded"]:
-        """Reading drills: every fact of every entity, ``reading_drills`` times, each with a made-up value.
+        """``reading_drills`` reading drills, on the facts of every entity in turn, each with a made-up value.
 
-        The value shown in the results (and answered) is drawn from the attribute's vocabulary, so the drills
-        teach copying from the results and not the facts (see ``demos.with_value``).
+        The value shown in the results (and answered) is drawn from the attribute's values in the world, so the
+        drills teach copying from the results and not the facts (see ``demos.with_value``).
         """
-        from mmsearch_r1.models.demos import reading_demo, with_value
+        import numpy as np
 
-        world, k = self.world, self.cfg.protocol.text_top_k
+        from mmsearch_r1.models.demos import made_up_value, reading_demo, with_value
+
+        world, k, count = self.world, self.cfg.protocol.text_top_k, self.cfg.pretrain.reading_drills
+        facts = [(entity, fact) for entity in world.entities for fact in entity.facts]
+        order = np.concatenate([rng.permutation(len(facts)) for _ in range(math.ceil(count / len(facts)))])[:count]
         out = []
-        for entity in world.entities:
-            for fact in entity.facts:
-                attribute = world.attribute(fact.attribute)
-                hits = self.toolbox.text.search(world.text_query(entity, fact.attribute), k)
-                templates = world.templates_for(fact.attribute, "train")
-                for r in range(self.cfg.pretrain.reading_drills):
-                    value = attribute.values[int(rng.integers(len(attribute.values)))][0]
-                    question = templates[int(rng.integers(len(templates)))].text
-                    shown = with_value(hits, world, entity, fact.attribute, value)
-                    demo = reading_demo(f"read-{e}-{entity.name}-{fact.attribute}-{r}", question, shown, value, attribute.phrase, self.templates)
-                    out.append(self._encode(demo))
+        for r, i in enumerate(int(i) for i in order):
+            entity, fact = facts[i]
+            attribute = world.attribute(fact.attribute)
+            hits = self.toolbox.text.search(world.text_query(entity, fact.attribute), k)
+            templates = world.templates_for(fact.attribute, "train")
+            value = made_up_value(world, fact.attribute, rng)
+            question = templates[int(rng.integers(len(templates)))].text
+            shown = with_value(hits, world, entity, fact.attribute, value)
+            out.append(self._encode(reading_demo(f"read-{e}-{r}", question, shown, value, attribute.fact_sentence, self.templates)))
         return out
 
 
