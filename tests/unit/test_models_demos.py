@@ -140,13 +140,15 @@ def test_made_up_results_state_world_values_and_demonstrations_answer_what_they_
     sample = samples["neither"]
     entity, attribute = world.entity(sample.extra["entity"]), sample.extra["attribute"]
     sentence = world.attribute(attribute).fact_sentence
-    made_up = Toolbox(toolbox.image, MadeUpFacts(toolbox.text, world, np.random.default_rng(0)))
-    shown = [stated_value(made_up.text.search(world.text_query(entity, attribute))[0].summary, sentence) for _ in range(40)]
+    query = world.text_query(entity, attribute)
+    shown = [stated_value(MadeUpFacts(toolbox.text, world, [seed]).search(query)[0].summary, sentence) for seed in range(40)]
     values = {f.answer for e in world.entities for f in e.facts if f.attribute == attribute}
-    assert set(shown) <= values and len(set(shown)) > 1  # drawn anew per call, from the world's own values
+    assert set(shown) <= values and len(set(shown)) > 1  # drawn per seed, from the world's own values
+    again = MadeUpFacts(toolbox.text, world, [7])
+    assert again.search(query) == again.search(query) == MadeUpFacts(toolbox.text, world, [7]).search(query)  # whatever the call order
     plans = [Planned(sample, entity, attribute, ("text_search", "answer"))]
     for seed in range(6):
-        made_up = Toolbox(toolbox.image, MadeUpFacts(toolbox.text, world, np.random.default_rng(seed)))
+        made_up = Toolbox(toolbox.image, MadeUpFacts(toolbox.text, world, [seed]))
         [demo] = scripted_demonstrations(world, plans, made_up, ProtocolConfig(), "on_demand", Templates.load())
         read = stated_value(demo.messages[-2].text.split("<information>")[1], sentence)
         assert demo.messages[-1].text.endswith(f"<answer> {read}</answer>")

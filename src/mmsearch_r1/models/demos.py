@@ -20,8 +20,9 @@ direct answer is two easy steps (recognise the emblem, then recall the fact by n
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from mmsearch_r1.errors import DataError
 from mmsearch_r1.protocol import IMAGE_SEARCH_CALL, REFUSAL, Templates
@@ -182,21 +183,27 @@ class MemoTextSearch(TextSearch):
 
 class MadeUpFacts(TextSearch):
     """A text search whose results state made-up values: every fact sentence of every entity a title names
-    says a value drawn from the world's values of that attribute, anew on each call (pretraining only).
+    says a value drawn from the world's values of that attribute (pretraining only).
 
     Demonstrations that read these results can only be right by copying what the results say: they teach
     reading, never a fact a knowledge group withholds, and give the model no memorised value to fall back on.
+    The values are drawn from ``seed`` and the query, so that the concurrent tool calls of a rollout, whatever
+    order they run in, give the same results on every run (pretraining plans its batches before training, and
+    a resumed run plans them again).
     """
 
-    def __init__(self, inner: TextSearch, world: "World", rng: "np.random.Generator"):
-        self.inner, self.world, self.rng = inner, world, rng
+    def __init__(self, inner: TextSearch, world: "World", seed: Sequence[int]):
+        self.inner, self.world, self.seed = inner, world, list(seed)
 
     def search(self, query: str, k: int = 5) -> list["TextHit"]:
+        import numpy as np
+
+        rng = np.random.default_rng([*self.seed, int.from_bytes(hashlib.sha1(query.encode()).digest()[:4], "big")])
         hits = self.inner.search(query, k)
         for entity in self.world.entities:
             if any(name_in(h.title, entity.name) for h in hits):
                 for fact in entity.facts:
-                    hits = with_value(hits, self.world, entity, fact.attribute, made_up_value(self.world, fact.attribute, self.rng))
+                    hits = with_value(hits, self.world, entity, fact.attribute, made_up_value(self.world, fact.attribute, rng))
         return hits
 
 

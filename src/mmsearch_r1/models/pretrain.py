@@ -157,7 +157,7 @@ class DemoSource:
             by_round.setdefault((k // len(self.samples), workflow), []).append(Planned(sample, entity, attribute, actions))
         toolbox = self.toolbox
         if p.made_up_results:
-            toolbox = replace(toolbox, text=MadeUpFacts(toolbox.text, world, np.random.default_rng([self.cfg.seed, STREAM_VALUES, e])))
+            toolbox = replace(toolbox, text=MadeUpFacts(toolbox.text, world, [self.cfg.seed, STREAM_VALUES, e]))
         out = []
         for (_, workflow), plans in sorted(by_round.items()):
             for demo in scripted_demonstrations(world, plans, toolbox, self.cfg.protocol, workflow, self.templates):
