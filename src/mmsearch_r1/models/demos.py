@@ -8,11 +8,12 @@ real: the episodes run through ``rollout`` (with a ``ScriptedEngine`` in place o
 local image and text indexes, so their contexts are exactly those a model meets, in each workflow
 (``on_demand``; and, for a share of them, ``direct`` and ``rag``, the evaluation's other two workflows).
 
-Every demonstration still answers correctly, reading what it writes from its knowledge or from the results:
-the entity's name from the top image-search title, the fact from the text-search summaries. A piece of text
-that the pretrained model cannot know at that point (a name it cannot recognise and has not read, a fact
-it does not know and has not read) is kept in the context but left out of the loss, so the demonstrations
-teach the protocol and the reading of results without teaching knowledge the knowledge groups withhold.
+Every demonstration answers by its knowledge or by reading the results: the entity's name from the top
+image-search title, the fact from the top text-search summary (under ``MadeUpFacts``, a made-up value that
+the demonstration copies). A piece of text that the pretrained model cannot know at that point (a name it
+cannot recognise and has not read, a fact it does not know and has not read) is kept in the context but left
+out of the loss, so the demonstrations teach the protocol and the reading of results without teaching
+knowledge the knowledge groups withhold.
 
 Reasoning is kept short so that generation stays fast; the name is written in the reasoning, so that a
 direct answer is two easy steps (recognise the emblem, then recall the fact by name).

@@ -22,7 +22,7 @@ Choices worth knowing:
 - The first ``drill_epochs`` epochs hold the drills alone (a warm-up on short, easy questions); each later
   epoch adds ``protocol_demos`` protocol demonstrations with freshly drawn action sequences. Their text
   results state made-up values too (``made_up_results``): copying what the results say is then the only way
-  to answer right, and the skill appears (the report's rag accuracy goes from about 0.3 to about 0.9).
+  to answer right, and with enough of them the skill appears (docs/model.md, "Reading").
 - Batches group demonstrations of similar length (little padding) and are shuffled; AdamW, linear warm-up,
   cosine decay. The whole schedule is planned from the seed before training, so a resumed run takes exactly
   the batches the uninterrupted run would have taken.
