@@ -17,13 +17,13 @@ from mmsearch_r1.models.demos import (
     drill_demo,
     fact_in,
     name_in,
-    made_up_value,
     reading_demo,
     scripted_demonstrations,
     stated_value,
-    with_value,
     top_image_title,
     top_text_summary,
+    with_value,
+    world_values,
 )
 from mmsearch_r1.models.encode import mask_from_offsets
 from mmsearch_r1.protocol import Templates, image_results_turn, text_results_turn, turn_shape
@@ -154,7 +154,7 @@ def test_made_up_results_state_world_values_and_demonstrations_answer_what_they_
         assert demo.messages[-1].text.endswith(f"<answer> {read}</answer>")
         trained = "".join(p.text for turn in demo.turns for p in turn if p.trained)
         assert f" {read}" in trained and (read == sample.answers[0] or f" {sample.answers[0]}" not in trained)
-    assert made_up_value(world, attribute, np.random.default_rng(0)) in values
+    assert world_values(world)[attribute] == sorted(values)
 
 
 def test_direct_and_rag_workflows_use_their_own_prompts(world, setup):

@@ -195,6 +195,7 @@ class MadeUpFacts(TextSearch):
 
     def __init__(self, inner: TextSearch, world: "World", seed: Sequence[int]):
         self.inner, self.world, self.seed = inner, world, list(seed)
+        self.values = world_values(world)
 
     def search(self, query: str, k: int = 5) -> list["TextHit"]:
         import numpy as np
@@ -204,14 +205,19 @@ class MadeUpFacts(TextSearch):
         for entity in self.world.entities:
             if any(name_in(h.title, entity.name) for h in hits):
                 for fact in entity.facts:
-                    hits = with_value(hits, self.world, entity, fact.attribute, made_up_value(self.world, fact.attribute, rng))
+                    values = self.values[fact.attribute]
+                    hits = with_value(hits, self.world, entity, fact.attribute, values[int(rng.integers(len(values)))])
         return hits
 
 
-def made_up_value(world: "World", attribute: str, rng: "np.random.Generator") -> str:
-    """A value of ``attribute`` that some entity of the world has (so a word its tokenizer knows well), at random."""
-    values = sorted({f.answer for e in world.entities for f in e.facts if f.attribute == attribute})
-    return values[int(rng.integers(len(values)))]
+def world_values(world: "World") -> dict[str, list[str]]:
+    """Each attribute's values that some entity of the world has (words its tokenizer knows well), sorted:
+    the made-up values of pretraining are drawn from these."""
+    values: dict[str, set[str]] = {}
+    for entity in world.entities:
+        for fact in entity.facts:
+            values.setdefault(fact.attribute, set()).add(fact.answer)
+    return {attribute: sorted(v) for attribute, v in values.items()}
 
 
 def stated_value(summary: str, sentence: str) -> str | None:

@@ -197,10 +197,11 @@ class DemoSource:
         """
         import numpy as np
 
-        from mmsearch_r1.models.demos import made_up_value, reading_demo, with_value
+        from mmsearch_r1.models.demos import reading_demo, with_value, world_values
 
         world, k, count = self.world, self.cfg.protocol.text_top_k, self.cfg.pretrain.reading_drills
         facts = [(entity, fact) for entity in world.entities for fact in entity.facts]
+        values = world_values(world)
         order = np.concatenate([rng.permutation(len(facts)) for _ in range(math.ceil(count / len(facts)))])[:count]
         out = []
         for r, i in enumerate(int(i) for i in order):
@@ -208,7 +209,7 @@ class DemoSource:
             attribute = world.attribute(fact.attribute)
             hits = self.toolbox.text.search(world.text_query(entity, fact.attribute), k)
             templates = world.templates_for(fact.attribute, "train")
-            value = made_up_value(world, fact.attribute, rng)
+            value = values[fact.attribute][int(rng.integers(len(values[fact.attribute])))]
             question = templates[int(rng.integers(len(templates)))].text
             shown = with_value(hits, world, entity, fact.attribute, value)
             out.append(self._encode(reading_demo(f"read-{e}-{r}", question, shown, value, attribute.fact_sentence, self.templates)))
