@@ -174,10 +174,13 @@ def test_drills_train_only_knowledge(world):
     sight = next(e for e in world.entities if e.group == "sight_only")
     facts = next(e for e in world.entities if e.group == "facts_only")
     demo = drill_demo("d", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8))),
-                            Drill(facts, facts.facts[0].attribute, world.name_question(facts, facts.facts[0].attribute))])
+                            Drill(facts, facts.facts[0].attribute, world.name_question(facts, facts.facts[0].attribute)),
+                            Drill(facts, facts.facts[0].attribute, "Q2", Image.new("RGB", (8, 8)))])
     trained = [p.text for turn in demo.turns for p in turn if p.trained]
-    assert trained == [f" {sight.name}", f" {facts.name}", f" {facts.facts[0].answer}"]
-    assert not demo.train_end_of_turn and len(demo.images) == 1
+    # the name it recognises, the name and fact it is told and knows, and that it does not recognise an image outside the sight groups
+    assert trained == [f" {sight.name}", " but", f" {facts.name}", " and", f" {facts.facts[0].answer}", " unknown"]
+    assert demo.messages[-1].text == f"<reason>This is unknown to me.</reason><answer> {facts.facts[0].answer}</answer>"
+    assert not demo.train_end_of_turn and len(demo.images) == 2
     templates = Templates.load()
     in_context = drill_demo("c", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8)))], templates)
     assert [m.role for m in in_context.messages] == ["system", "user", "assistant"]

@@ -51,3 +51,22 @@ def test_collate_pads_right_and_marks_image_tokens():
     assert inputs["mm_token_type_ids"].tolist() == [[0, 1, 1, 0], [0, 0, 0, 0]]
     assert batch["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]
     assert inputs["pixel_values"].shape == (16, 3) and inputs["image_grid_thw"].tolist() == [[1, 4, 4]]
+
+
+def test_entity_choices_depend_on_the_entity_never_on_the_group():
+    from mmsearch_r1.models.config import PretrainConfig
+    from mmsearch_r1.models.pretrain import entity_choices
+    from mmsearch_r1.world.build import generate_world
+
+    world = generate_world(seed=0, size="small")
+    choices = entity_choices(world, PretrainConfig(direct_prob=0.3, direct_spread=0.25), seed=0)
+    assert set(choices) == {e.name for e in world.entities}
+    by_group = {}
+    for entity in world.entities:
+        by_group.setdefault(entity.group, []).append(choices[entity.name].direct_prob)
+    chances = [sorted(c) for c in by_group.values()]
+    assert all(c == pytest.approx(chances[0]) for c in chances)  # every group: the same chances, dealt in its own order
+    assert chances[0] == pytest.approx([0.05, 0.175, 0.3, 0.425, 0.55])
+    assert entity_choices(world, PretrainConfig(direct_spread=0.25), seed=0) == choices
+    assert entity_choices(world, PretrainConfig(direct_spread=0.25), seed=1) != choices
+    assert {c.direct_prob for c in entity_choices(world, PretrainConfig(direct_prob=0.3, direct_spread=0.0), seed=0).values()} == {0.3}

@@ -15,8 +15,13 @@ cannot recognise and has not read, a fact it does not know and has not read) is 
 out of the loss, so the demonstrations teach the protocol and the reading of results without teaching
 knowledge the knowledge groups withhold.
 
-Reasoning is kept short so that generation stays fast; the name is written in the reasoning, so that a
-direct answer is two easy steps (recognise the emblem, then recall the fact by name).
+Reasoning is kept short so that generation stays fast. It says what the model knows before it acts: the
+entity's name for an entity of a sight group, and whether it knows its facts (``This is Tavorin, and I know
+it.`` / ``..., but I know little of it.``), or ``This is unknown to me.`` for any other; after image results,
+the name read from them (``The results show Tavorin, but I know little of it.``). These words are knowledge,
+trained to be true; the action after them is still drawn at random. They put what the model knows where the
+decision is made: a decision taken before the model has named the entity cannot depend on whether it can
+name it (docs/results.md, "Teaching the split").
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ if TYPE_CHECKING:
     from mmsearch_r1.tools.base import ImageHit, TextHit, Toolbox
     from mmsearch_r1.world.schema import Entity, World
 
-LOOK_UP = "<reason>Let me find pages with similar images.</reason>" + IMAGE_SEARCH_CALL
+UNRECOGNISED = (" unknown", " to me.</reason>")  # the word that takes the place of the name, and the rest
+KNOWS = {True: (" and", " I know it."), False: (" but", " I know little of it.")}  # the word after the name, and the rest
 
 
 @dataclass(frozen=True)
@@ -130,13 +136,49 @@ def fact_in(summary: str, answers: list[str]) -> bool:
 # --- the turns, as pieces --------------------------------------------------------------------------
 
 
-def naming_turn(opening: str, name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
-    """``<reason>{opening} {name}.</reason>`` then an answer (``fact``) or a text query (``name phrase``).
+def first_thoughts(name: str, recognised: bool, knows_facts: bool = False, drill: bool = False) -> list[Piece]:
+    """The first turn's reasoning: what the model recognises, and whether it knows the entity's facts.
+
+    The name, or ``unknown`` for an image it does not recognise, stands in the same place, the word after
+    ``This is``, where naming looks at the image. A ``drill`` trains only the words that are knowledge.
+
+    >>> "".join(p.text for p in first_thoughts("Tavorin", True, knows_facts=True))
+    '<reason>This is Tavorin, and I know it.</reason>'
+    >>> "".join(p.text for p in first_thoughts("Tavorin", False))
+    '<reason>This is unknown to me.</reason>'
+    """
+    if not recognised:
+        word, rest = UNRECOGNISED
+        return [Piece("<reason>This is", not drill), Piece(word), Piece(rest, not drill)]
+    return [Piece("<reason>This is", not drill)] + named(name, True, knows_facts, drill)
+
+
+def results_show(name: str, knows_name: bool, knows_facts: bool) -> list[Piece]:
+    """The reasoning after image results: the name the top title gives, and whether the model knows its facts."""
+    return [Piece("<reason>The results show")] + named(name, knows_name, knows_facts)
+
+
+def named(name: str, knows_name: bool, knows_facts: bool, drill: bool = False) -> list[Piece]:
+    """`` {name}, and I know it.</reason>`` or `` {name}, but I know little of it.</reason>``.
+
+    Whether the model knows an entity's facts is knowledge too, said in the word after the name (trained
+    only where the name is), so that the choice between answering and searching that follows can rest on it.
+    """
+    word, rest = KNOWS[knows_facts]
+    return [Piece(f" {name}", knows_name), Piece(",", not drill), Piece(word, knows_name), Piece(f"{rest}</reason>", not drill)]
+
+
+def looking_up(name: str, recognised: bool, knows_facts: bool) -> list[Piece]:
+    """An image search as the first turn, after saying what the model recognises."""
+    return first_thoughts(name, recognised, knows_facts) + [Piece(IMAGE_SEARCH_CALL)]
+
+
+def naming_turn(head: list[Piece], name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
+    """The reasoning ``head`` then an answer (``fact``) or a text query (``name phrase``).
 
     Names and answers are always written after a space, as they stand in titles, summaries and questions,
     so that they are the same tokens there and here: reading a result is copying a token, not translating.
     """
-    head = [Piece(f"<reason>{opening}"), Piece(f" {name}", knows_name), Piece(".</reason>")]
     if action == "answer":
         return head + [Piece("<answer>"), Piece(f" {fact}", knows_name and knows_fact), Piece("</answer>")]
     return head + [Piece("<text_search>"), Piece(f" {name}", knows_name), Piece(f" {phrase}</text_search>")]
@@ -290,14 +332,15 @@ class DemoScript:
         attribute = self.world.attribute(plan.attribute)
         title, summary = top_image_title(context.messages), top_text_summary(context.messages)
         knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
-        opening = "This is" if title is None else "The results show"
+        knows_facts = entity.facts_known
+        head = first_thoughts(entity.name, entity.known_by_sight, knows_facts) if title is None else results_show(entity.name, knows_name, knows_facts)
         if action == "image_search":
-            pieces = [Piece(LOOK_UP)]
+            pieces = looking_up(entity.name, entity.known_by_sight, knows_facts)
         elif action == "answer" and summary is not None:
             read = stated_value(summary, attribute.fact_sentence)
             pieces = reading_turn(read or fact, attribute.fact_sentence, read is not None)
         else:
-            pieces = naming_turn(opening, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=entity.facts_known)
+            pieces = naming_turn(head, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=entity.facts_known)
         self.pieces[(id(context.images[0]), turn)] = pieces
         return "".join(p.text for p in pieces)
 
@@ -336,10 +379,11 @@ class Drill:
 def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None = None) -> Demonstration:
     """Knowledge questions answered directly in one chat; only knowledge is trained.
 
-    The trained pieces are the entity's name (when the question shows its image, for a sight-group entity)
-    and the fact (for a fact-group entity whose name the model knows at that point). The protocol pieces
-    around them, and the end-of-turn tokens, are left out of the loss, so drills teach what the model
-    knows without teaching it to answer rather than search.
+    The trained pieces are the words of the reasoning that are knowledge (the entity's name, or ``unknown``
+    for an image of an entity outside the sight groups; ``and`` / ``but``, whether it knows the facts), and
+    the fact (for a fact-group entity whose name the model knows at that point). The action around the fact, and the end-of-turn
+    tokens, are left out of the loss, so drills teach what the model knows without teaching it to answer
+    rather than search.
 
     Without ``templates`` the questions are packed bare, many to a chat (cheap); with them, each question
     is asked in the protocol's own opening (system message and on-demand prompt), as an episode starts,
@@ -359,8 +403,7 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
         entity = drill.entity
         knows_name = drill.image is None or entity.known_by_sight
         fact = entity.fact(drill.attribute).answer
-        pieces = [Piece("<reason>This is", False), Piece(f" {entity.name}", knows_name), Piece(".</reason><answer>", False),
-                  Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
+        pieces = first_thoughts(entity.name, knows_name, entity.facts_known, drill=True) + [Piece("<answer>", False), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
         demo.add_turn(pieces, "answer")
     return demo
 

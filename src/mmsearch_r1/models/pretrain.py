@@ -2,19 +2,22 @@
 
 What the model learns, by knowledge group (``world.schema.GROUPS``):
 
-- sight groups (``sight_facts``, ``sight_only``): to name the entity from its emblem (the name is written in
-  the reasoning of direct answers and of text queries it writes itself);
+- sight groups (``sight_facts``, ``sight_only``): to name the entity from its emblem, in the first words of
+  its reasoning (``This is Tavorin, and I know it.``; the other groups' emblems: ``This is unknown to me.``);
+- whether it knows an entity's facts, in the word after the name (``and`` / ``but``);
 - fact groups (``sight_facts``, ``facts_only``): the facts, given the entity's name (after a name it wrote
   or read, and from questions that name the entity);
 - every group: the protocol, through scripted demonstrations with real results from the world's indexes
-  (``demos.py``), whose search decisions are drawn at random, independently of need.
+  (``demos.py``), whose search decisions are drawn at random, independently of need; how often a
+  demonstration answers at once differs between entities (``direct_spread``), never between groups.
 
 Choices worth knowing:
 
 - Loss only on assistant tokens, and only on the pieces the model can know at that point (``demos.py``).
 - Knowledge is mostly taught by *drills*: short questions answered directly, one to a chat, where only the
-  name (sight) and the fact (facts) count in the loss, never the choice to answer. Each epoch draws fresh
-  renderings of the sight-group entities (``sight_drills``) and asks each fact-group fact by name
+  knowledge counts in the loss (the name or ``unknown``, ``and`` / ``but``, the fact), never the choice to
+  answer. Each epoch draws fresh renderings of every entity (``sight_drills`` of a sight-group entity,
+  ``unrecognised_drills`` of any other) and asks each fact-group fact by name
   (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
   turn, so that recognition carries over to the far longer first turn of an episode.
 - *Reading drills* (``reading_drills`` per epoch) are the last step of an episode alone: text results, then
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from mmsearch_r1.models.config import PretrainConfig
+    from mmsearch_r1.models.demos import DemoPolicy
     from mmsearch_r1.models.encode import Encoded, PixelCache
     from mmsearch_r1.models.policy import Policy
     from mmsearch_r1.tools.base import Toolbox
@@ -53,7 +58,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES = 101, 102, 103, 104
+STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD = 101, 102, 103, 104, 105
 
 
 # --- the world's text, tools and questions -----------------------------------------------------------
@@ -98,6 +103,28 @@ def read_split(world_dir: Path, split: str) -> list:
 # --- planning the demonstrations and batches of every epoch ------------------------------------------
 
 
+def entity_choices(world: "World", p: "PretrainConfig", seed: int) -> dict[str, "DemoPolicy"]:
+    """Each entity's random action choices: ``direct_prob`` moved by up to ``direct_spread`` either way.
+
+    How often a demonstration answers at once then depends on the entity, never on what its questions need:
+    every knowledge group gets the same evenly spaced shifts, dealt to its entities in an order drawn from
+    the seed, so each group's mean chance is ``direct_prob``.
+    """
+    import numpy as np
+
+    from mmsearch_r1.models.demos import DemoPolicy
+
+    rng = np.random.default_rng([seed, STREAM_SPREAD])
+    choices = {}
+    for group in sorted({e.group for e in world.entities}):
+        members = [e for e in world.entities if e.group == group]
+        shifts = np.linspace(-p.direct_spread, p.direct_spread, len(members)) if len(members) > 1 else np.zeros(1)
+        for entity, shift in zip(members, rng.permutation(shifts)):
+            chance = float(np.clip(p.direct_prob + shift, 0.0, 1.0))
+            choices[entity.name] = DemoPolicy(chance, p.image_first_prob, p.follow_up_prob, p.fitting_prob)
+    return choices
+
+
 @dataclass
 class Plan:
     """Every optimizer step's batch, in order, and what the demonstrations were."""
@@ -113,14 +140,13 @@ class DemoSource:
     """Makes the encoded demonstrations and drills of one epoch (images are processed once each)."""
 
     def __init__(self, cfg: Any, world: "World", samples: list, toolbox: "Toolbox", policy: "Policy"):
-        from mmsearch_r1.models.demos import DemoPolicy
         from mmsearch_r1.models.encode import PixelCache
         from mmsearch_r1.protocol import Templates
 
         self.cfg, self.world, self.samples, self.toolbox, self.policy = cfg, world, samples, toolbox, policy
         self.templates = Templates.load(cfg.protocol.template_dir)
         p = cfg.pretrain
-        self.choice = DemoPolicy(p.direct_prob, p.image_first_prob, p.follow_up_prob, p.fitting_prob)
+        self.choices = entity_choices(world, p, cfg.seed)
         self.pixels: PixelCache = PixelCache(policy.image_processor)
 
     def _encode(self, demo) -> "Encoded":
@@ -151,7 +177,7 @@ class DemoSource:
             entity, attribute = sample_entity(sample, world)
             u = rng.random()
             workflow = "direct" if u < p.direct_share else "rag" if u < p.direct_share + p.rag_share else "on_demand"
-            actions = WORKFLOW_ACTIONS.get(workflow) or draw_actions(rng, self.choice, self.cfg.protocol, sample.search_need)
+            actions = WORKFLOW_ACTIONS.get(workflow) or draw_actions(rng, self.choices[entity.name], self.cfg.protocol, sample.search_need)
             label = f"{workflow}:{'+'.join(actions)}"
             counts[label] = counts.get(label, 0) + 1
             by_round.setdefault((k // len(self.samples), workflow), []).append(Planned(sample, entity, attribute, actions))
@@ -165,7 +191,7 @@ class DemoSource:
         return out + self.drills(e)
 
     def drills(self, e: int) -> list["Encoded"]:
-        """Knowledge drills (fresh renderings of sight-group entities, fact-group facts asked by name), then reading drills."""
+        """Knowledge drills (fresh renderings of every entity, fact-group facts asked by name), then reading drills."""
         import numpy as np
 
         from mmsearch_r1.models.demos import Drill, drill_demo
@@ -175,7 +201,7 @@ class DemoSource:
         rng = np.random.default_rng([self.cfg.seed, STREAM_RENDER, e])
         drills = []
         for entity in world.entities:
-            for _ in range(p.sight_drills if entity.known_by_sight else 0):
+            for _ in range(p.sight_drills if entity.known_by_sight else p.unrecognised_drills):
                 fact = entity.facts[int(rng.integers(len(entity.facts)))]
                 templates = world.templates_for(fact.attribute, "train")
                 question = templates[int(rng.integers(len(templates)))].text
