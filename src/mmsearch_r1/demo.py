@@ -44,7 +44,7 @@ ABLATIONS = ("no_penalty", "unbalanced", "sft")
 STAMP = ".stage.json"
 # Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
 ESTIMATES_S = {
-    "small": {"world": 2, "pretrain": 160, "balance": 24, "grpo": 330, "eval": 12},
+    "small": {"world": 2, "pretrain": 225, "balance": 24, "grpo": 330, "eval": 12},
     "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo": 240, "eval": 30},
 }
 
