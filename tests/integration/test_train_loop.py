@@ -56,7 +56,7 @@ def _samples():
     return [VQASample(f"square-{i}", QUESTION, _png(COLOURS["blue"], seed=i), ["blue"], data_source="toy_squares") for i in range(16)]
 
 
-def _teach_format(policy, samples, templates, steps: int = 40) -> None:
+def _teach_format(policy, samples, templates, steps: int = 60) -> None:
     """Supervised steps on demonstrations that answer a uniformly random colour (format, no knowledge)."""
     from mmsearch_r1.models.demos import Demonstration, Piece
     from mmsearch_r1.models.encode import encode_demonstration
@@ -191,7 +191,7 @@ def test_grpo_raises_the_mean_reward(toy, tmp_path):
     first, last = rows[:3], rows[-3:]
     before = sum(r.reward for r in first) / len(first)
     after = sum(r.reward for r in last) / len(last)
-    print("rewards per step:", [round(r.reward, 3) for r in rows])
+    print("rewards per step:", [round(r.reward, 3) for r in rows], "format:", [round(r.format_rate, 2) for r in rows])
     assert after - before > 0.15, [round(r.reward, 3) for r in rows]
     assert all(r.format_rate > 0.5 for r in rows)
 
