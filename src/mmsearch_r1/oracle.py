@@ -95,7 +95,7 @@ def world_plans(samples: Sequence["VQASample"], world: "World", *, with_answers:
     With ``with_answers`` the plan also holds the correct final answer turn: a teacher, whose trajectories
     are the supervised fine-tuning data of the demo's ``sft`` ablation.
     """
-    from mmsearch_r1.models.demos import first_thoughts, looking_up, naming_turn, reading_turn, results_show, sample_entity
+    from mmsearch_r1.models.demos import first_thoughts, naming_turn, reading_turn, results_show, sample_entity
 
     plans = {}
     for sample in samples:
@@ -103,11 +103,10 @@ def world_plans(samples: Sequence["VQASample"], world: "World", *, with_answers:
         phrase, fact = world.attribute(attribute).phrase, sample.answers[0]
         turns, head, read = [], first_thoughts(entity.name, entity.known_by_sight, entity.facts_known), False
         for action in NEED_ACTIONS[sample.search_need or "none"][:-1]:
+            turns.append(_text(naming_turn(head, entity.name, True, action, phrase=phrase)))
             if action == "image_search":
-                turns.append(_text(looking_up(entity.name, entity.known_by_sight, entity.facts_known)))
                 head = results_show(entity.name, True, entity.facts_known)
             else:
-                turns.append(_text(naming_turn(head, entity.name, True, "text_search", phrase=phrase)))
                 read = True
         if with_answers:
             answer = reading_turn(fact, world.attribute(attribute).fact_sentence, True) if read else naming_turn(head, entity.name, True, "answer", fact=fact, knows_fact=True)

@@ -168,19 +168,16 @@ def named(name: str, knows_name: bool, knows_facts: bool, drill: bool = False) -
     return [Piece(f" {name}", knows_name), Piece(",", not drill), Piece(word, knows_name), Piece(f"{rest}</reason>", not drill)]
 
 
-def looking_up(name: str, recognised: bool, knows_facts: bool) -> list[Piece]:
-    """An image search as the first turn, after saying what the model recognises."""
-    return first_thoughts(name, recognised, knows_facts) + [Piece(IMAGE_SEARCH_CALL)]
-
-
 def naming_turn(head: list[Piece], name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
-    """The reasoning ``head`` then an answer (``fact``) or a text query (``name phrase``).
+    """The reasoning ``head`` then an answer (``fact``), a text query (``name phrase``) or an image search.
 
     Names and answers are always written after a space, as they stand in titles, summaries and questions,
     so that they are the same tokens there and here: reading a result is copying a token, not translating.
     """
     if action == "answer":
         return head + [Piece("<answer>"), Piece(f" {fact}", knows_name and knows_fact), Piece("</answer>")]
+    if action == "image_search":
+        return head + [Piece(IMAGE_SEARCH_CALL)]
     return head + [Piece("<text_search>"), Piece(f" {name}", knows_name), Piece(f" {phrase}</text_search>")]
 
 
@@ -334,13 +331,11 @@ class DemoScript:
         knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
         knows_facts = entity.facts_known
         head = first_thoughts(entity.name, entity.known_by_sight, knows_facts) if title is None else results_show(entity.name, knows_name, knows_facts)
-        if action == "image_search":
-            pieces = looking_up(entity.name, entity.known_by_sight, knows_facts)
-        elif action == "answer" and summary is not None:
+        if action == "answer" and summary is not None:
             read = stated_value(summary, attribute.fact_sentence)
             pieces = reading_turn(read or fact, attribute.fact_sentence, read is not None)
         else:
-            pieces = naming_turn(head, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=entity.facts_known)
+            pieces = naming_turn(head, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=knows_facts)
         self.pieces[(id(context.images[0]), turn)] = pieces
         return "".join(p.text for p in pieces)
 
@@ -381,9 +376,9 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
 
     The trained pieces are the words of the reasoning that are knowledge (the entity's name, or ``unknown``
     for an image of an entity outside the sight groups; ``and`` / ``but``, whether it knows the facts), and
-    the fact (for a fact-group entity whose name the model knows at that point). The action around the fact, and the end-of-turn
-    tokens, are left out of the loss, so drills teach what the model knows without teaching it to answer
-    rather than search.
+    the fact (for a fact-group entity whose name the model knows at that point). The action around the
+    fact, and the end-of-turn tokens, are left out of the loss, so drills teach what the model knows
+    without teaching it to answer rather than search.
 
     Without ``templates`` the questions are packed bare, many to a chat (cheap); with them, each question
     is asked in the protocol's own opening (system message and on-demand prompt), as an episode starts,
@@ -403,7 +398,8 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
         entity = drill.entity
         knows_name = drill.image is None or entity.known_by_sight
         fact = entity.fact(drill.attribute).answer
-        pieces = first_thoughts(entity.name, knows_name, entity.facts_known, drill=True) + [Piece("<answer>", False), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
+        pieces = first_thoughts(entity.name, knows_name, entity.facts_known, drill=True)
+        pieces += [Piece("<answer>", False), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
         demo.add_turn(pieces, "answer")
     return demo
 
