@@ -266,6 +266,10 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
         from mmsearch_r1.models.pretrain import pretrain as run
 
         run(cfg, dirs["world"], folder, progress=True)
+        unmet = unmet_checks(folder / "pretrain_report.json")
+        if unmet:
+            console.print(f"[yellow]pretrained model: {len(unmet)} of the report's checks not met ({'; '.join(unmet)}); "
+                          f"GRPO can only build on what it can do. See {folder / 'pretrain_report.md'}.[/]")
 
     stages = [
         Stage("world", dirs["world"], stamps["world"], world, estimates["world"]),
@@ -281,6 +285,13 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
         stages += ablation_stages(cfg, out, dirs, stamps, estimates)
     seconds = StageRunner(stages, console).run()
     return write_demo_report(cfg, out, dirs, ablations=ablations, seconds=seconds)
+
+
+def unmet_checks(report_path: Path) -> list[str]:
+    """The checks a pretraining report did not meet (none when there is no report)."""
+    if not report_path.is_file():
+        return []
+    return [name for name, ok in json.loads(report_path.read_text())["checks"].items() if not ok]
 
 
 # --- ablations ----------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import json
 
 from rich.console import Console
 
-from mmsearch_r1.demo import Stage, StageRunner, criteria, demo_metrics, fingerprint, stage_done
+from mmsearch_r1.demo import Stage, StageRunner, criteria, demo_metrics, fingerprint, stage_done, unmet_checks
 
 
 def metrics(accuracy, search_ratio, searches, free=None, required=None, cws=0.0, n=100):
@@ -83,3 +83,10 @@ def test_ablation_criteria():
     assert checks["no_penalty_search_ratio_high"]["met"] is True
     assert checks["unbalanced_search_ratio_high"]["met"] is False
     json.dumps(checks)  # results.json must be able to hold them
+
+
+def test_unmet_checks_names_the_failed_checks_of_a_pretraining_report(tmp_path):
+    report = tmp_path / "pretrain_report.json"
+    assert unmet_checks(report) == []
+    report.write_text(json.dumps({"checks": {"sight_facts answered directly": True, "reads results (rag accuracy >= 0.8)": False}}))
+    assert unmet_checks(report) == ["reads results (rag accuracy >= 0.8)"]
