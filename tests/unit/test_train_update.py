@@ -76,6 +76,16 @@ def test_micro_batches_give_the_same_update_as_one_batch():
         assert stats_split.grad_norm == pytest.approx(stats_whole.grad_norm, rel=1e-6)
 
 
+def test_micro_batches_run_longest_first_and_logprobs_come_back_in_batch_order():
+    trajectories, _ = _batch()  # lengths 3, 2, 2, 4
+    assert trainer._by_length([0, 1, 2, 3], trajectories) == [3, 0, 1, 2]
+    policy = SimpleNamespace(model=Categorical())
+    with torch.no_grad():
+        policy.model.logits.copy_(torch.arange(6.0))  # every token a different log-prob
+    rows = trainer._logprobs(policy, trajectories, 3, "cpu", 1.0)
+    torch.testing.assert_close(rows, trainer._pad(_logprobs(policy, trajectories, 1.0)))
+
+
 def test_loss_is_a_token_mean_over_the_whole_batch():
     # 7 sampled tokens; advantages +-0.7071 per group; with ratio 1 the loss is -sum(A * 1 * mask) / 7
     _, stats = _run(2)
