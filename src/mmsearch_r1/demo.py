@@ -43,9 +43,10 @@ DEMO_WORKFLOWS = ("direct", "rag", "on_demand", "pretrained", "oracle")
 ABLATIONS = ("no_penalty", "unbalanced", "sft")
 STAMP = ".stage.json"
 # Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
+# A GRPO step is timed with the demo's settings; the ablations' steps search twice and take about twice as long.
 ESTIMATES_S = {
-    "small": {"world": 2, "pretrain": 225, "balance": 24, "grpo": 330, "eval": 12},
-    "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo": 240, "eval": 30},
+    "small": {"world": 2, "pretrain": 240, "balance": 24, "grpo_step": 4.0, "eval": 12},
+    "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo_step": 4.0, "eval": 30},
 }
 
 
@@ -244,7 +245,8 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    estimates = ESTIMATES_S[cfg.world.size]
+    estimates = dict(ESTIMATES_S[cfg.world.size])
+    estimates["grpo"] = estimates["grpo_step"] * cfg.train.steps
     dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
     stamps: dict[str, str] = {}
     stamps["world"] = fingerprint(cfg.seed, cfg.world.model_dump(mode="json"))
@@ -315,12 +317,12 @@ def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str
     )
     return [
         Stage("ablation: GRPO without search penalty", dirs["no_penalty"], stamps["no_penalty"],
-              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, search_penalty=0.0, penalty_warmup_steps=0), estimates["grpo"]),
+              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, search_penalty=0.0, penalty_warmup_steps=0), 2 * estimates["grpo"]),
         eval_stage("no_penalty"),
         Stage("ablation: search-required data only", dirs["unbalanced_data"], stamps["unbalanced_data"],
               lambda f: unbalanced_data(dirs["balanced"], f, cfg), 1.0),
         Stage("ablation: GRPO on search-required data", dirs["unbalanced"], stamps["unbalanced"],
-              lambda f: run_grpo(dirs["unbalanced_data"] / "train.parquet", policy, world, f, cfg), estimates["grpo"]),
+              lambda f: run_grpo(dirs["unbalanced_data"] / "train.parquet", policy, world, f, cfg), 2 * estimates["grpo"]),
         eval_stage("unbalanced"),
         Stage("ablation: SFT on oracle trajectories (2x data)", dirs["sft"], stamps["sft"],
               lambda f: run_sft(dirs["balanced"], policy, world, f, cfg), estimates["pretrain"] / 2),
