@@ -5,8 +5,7 @@ in four parts with different turn lengths, so that episode lengths spread as the
 150 to 600 tokens). Then the same update (reference forward + policy forward/backward + AdamW step) runs on
 copies of the policy with different ``train.micro_batch_size``, with the trainer's micro-batches sorted by
 length (what it does) and in a random order, as episodes of different lengths arrive in a step (what it did
-before). Prints tokens per second of each and
-its ratio to the unsorted 16.
+before). Prints tokens per second of each and its ratio to the unsorted 16.
 
     python bench/train_update.py [--episodes 64] [--repeats 3]
 """

@@ -23,6 +23,15 @@ def demo(tmp_path_factory):
     return cfg, out, run_demo(cfg, out)
 
 
+def short_grpo(demo, data, tmp_path, steps, **reward_updates):
+    """A GRPO run of ``steps`` × 16 questions from the CI demo's pretrained model on ``data``; its step metrics."""
+    cfg, out, _ = demo
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.train.steps, run_cfg.train.checkpoint_every, run_cfg.train.prompts_per_step = steps, steps, 16
+    run_grpo(data, out / "pretrained", out / "world", tmp_path / "grpo", run_cfg, **reward_updates)
+    return read_metrics(tmp_path / "grpo" / "metrics.jsonl")
+
+
 def test_every_stage_runs_and_results_hold_every_figure(demo):
     cfg, out, path = demo
     results = json.loads(path.read_text())
@@ -53,11 +62,9 @@ def test_grpo_raises_the_mean_reward_on_the_small_world(demo, tmp_path):
     its search-balanced set, without the search penalty (16 questions a step, to tame the step-to-step noise).
     Searching pays on most questions and the pretrained model takes the right searches only some of the time,
     so the reward has room to rise; it must rise clearly."""
-    cfg, out, _ = demo
-    run_cfg = cfg.model_copy(deep=True)
-    run_cfg.train.steps, run_cfg.train.checkpoint_every, run_cfg.train.prompts_per_step = LEARNING_STEPS, LEARNING_STEPS, 16
-    run_grpo(out / "balanced" / "train.parquet", out / "pretrained", out / "world", tmp_path / "grpo", run_cfg, search_penalty=0.0)
-    rewards = [r.reward for r in read_metrics(tmp_path / "grpo" / "metrics.jsonl")]
+    _, out, _ = demo
+    steps = short_grpo(demo, out / "balanced" / "train.parquet", tmp_path, LEARNING_STEPS, search_penalty=0.0)
+    rewards = [r.reward for r in steps]
     before, after = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert after - before > 0.1, [round(r, 3) for r in rewards]
 
@@ -67,12 +74,9 @@ def test_the_penalty_lowers_the_search_ratio_on_search_free_questions(demo, tmp_
     questions alone. The CI-sized demo's 10 GRPO steps cannot show the split: in the full demo's run the search ratio
     of free and required questions rises together for the first 30 steps and the free one falls later (docs/results.md).
     Here every search costs reward that a direct answer keeps, so the search ratio must fall clearly."""
-    cfg, out, _ = demo
+    _, out, _ = demo
     free = [s for s in read_parquet(out / "balanced" / "train.parquet") if s.category == "search_free"]
     write_parquet(free, tmp_path / "free.parquet")
-    run_cfg = cfg.model_copy(deep=True)
-    run_cfg.train.steps, run_cfg.train.checkpoint_every, run_cfg.train.prompts_per_step = FREE_STEPS, FREE_STEPS, 16
-    run_grpo(tmp_path / "free.parquet", out / "pretrained", out / "world", tmp_path / "grpo", run_cfg)
-    ratios = [r.search_ratio for r in read_metrics(tmp_path / "grpo" / "metrics.jsonl")]
+    ratios = [r.search_ratio for r in short_grpo(demo, tmp_path / "free.parquet", tmp_path, FREE_STEPS)]
     before, after = sum(ratios[:3]) / 3, sum(ratios[-3:]) / 3
     assert before - after > 0.2, [round(r, 2) for r in ratios]
