@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class DemoConfig(Section):
 SPLITS = {"in_domain": "test.parquet", "held_out": "heldout.parquet"}
 DEMO_WORKFLOWS = ("direct", "rag", "on_demand", "pretrained", "oracle")
 ABLATIONS = ("no_penalty", "unbalanced", "sft")
+NO_PENALTY = {"search_penalty": 0.0, "penalty_warmup_steps": 0}  # the reward settings of the no-penalty ablation
 STAMP = ".stage.json"
 # Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
 # A GRPO step is timed with the demo's settings; the ablations' steps search twice and take about twice as long.
@@ -64,15 +66,42 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def grpo_fingerprint(balanced: str, cfg: Any, **reward_updates: Any) -> str:
+    """The fingerprint of a GRPO stage: its data's, and the settings it runs with (``reward_updates`` applied).
+
+    The no-penalty ablation runs with the penalty set to 0, so changing the demo's penalty does not redo it.
+    """
+    reward = cfg.reward.model_copy(update=reward_updates).model_dump(mode="json")
+    return fingerprint(balanced, cfg.train.model_dump(mode="json"), reward, cfg.engine.model_dump(mode="json"))
+
+
+def _stamp(folder: Path) -> dict:
+    path = folder / STAMP
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def stage_done(folder: Path, stamp: str) -> bool:
     """Whether ``folder`` holds a finished stage made from inputs with this fingerprint."""
-    path = folder / STAMP
-    return path.is_file() and json.loads(path.read_text()).get("fingerprint") == stamp
+    record = _stamp(folder)
+    return record.get("fingerprint") == stamp and record.get("done", True)
+
+
+def mark_started(folder: Path, stamp: str) -> None:
+    """Make ``folder`` ready for a stage with this fingerprint: what other inputs made there is removed.
+
+    Work from the same inputs is kept, so an interrupted stage resumes from its checkpoints; a folder made
+    from other inputs (or with no record of them) would otherwise be resumed as if it were this stage's.
+    """
+    if folder.exists() and _stamp(folder).get("fingerprint") != stamp:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP).write_text(json.dumps({"fingerprint": stamp, "done": False}, indent=1) + "\n")
 
 
 def mark_done(folder: Path, stamp: str, seconds: float, **info: Any) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / STAMP).write_text(json.dumps({"fingerprint": stamp, "seconds": round(seconds, 1), **info}, indent=1) + "\n")
+    record = {"fingerprint": stamp, "done": True, "seconds": round(seconds, 1), **info}
+    (folder / STAMP).write_text(json.dumps(record, indent=1) + "\n")
 
 
 @dataclass
@@ -103,6 +132,7 @@ class StageRunner:
                 self.console.print(f"{label}: cached in {stage.folder}")
                 continue
             self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
+            mark_started(stage.folder, stage.stamp)
             began = time.perf_counter()
             stage.make(stage.folder)
             self.seconds[stage.name] = time.perf_counter() - began
@@ -252,7 +282,7 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     stamps["world"] = fingerprint(cfg.seed, cfg.world.model_dump(mode="json"))
     stamps["pretrained"] = fingerprint(stamps["world"], cfg.model.model_dump(mode="json"), cfg.pretrain.model_dump(mode="json"), cfg.protocol.model_dump(mode="json"))
     stamps["balanced"] = fingerprint(stamps["pretrained"], cfg.balance.model_dump(mode="json"), cfg.reward.match)
-    stamps["grpo"] = fingerprint(stamps["balanced"], cfg.train.model_dump(mode="json"), cfg.reward.model_dump(mode="json"), cfg.engine.model_dump(mode="json"))
+    stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)
     eval_inputs = (cfg.eval.model_dump(mode="json"), cfg.reward.model_dump(mode="json"))
     for name, upstream in (("eval_pretrained", "pretrained"), ("eval_oracle", "pretrained"), ("eval_grpo", "grpo")):
         stamps[name] = fingerprint(stamps[upstream], *eval_inputs)
@@ -307,7 +337,7 @@ def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str
         dirs[name] = root / name
         dirs[f"eval_{name}"] = root / f"eval_{name}"
     dirs["unbalanced_data"] = root / "unbalanced_data"
-    stamps["no_penalty"] = fingerprint(stamps["grpo"], "no_penalty")
+    stamps["no_penalty"] = grpo_fingerprint(stamps["balanced"], cfg, **NO_PENALTY)
     stamps["unbalanced_data"] = fingerprint(stamps["pretrained"], cfg.balance.model_dump(mode="json"), "required only")
     stamps["unbalanced"] = fingerprint(stamps["unbalanced_data"], stamps["grpo"])
     stamps["sft"] = fingerprint(stamps["balanced"], cfg.pretrain.model_dump(mode="json"), "sft x2")
@@ -317,7 +347,7 @@ def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str
     )
     return [
         Stage("ablation: GRPO without search penalty", dirs["no_penalty"], stamps["no_penalty"],
-              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, search_penalty=0.0, penalty_warmup_steps=0), 2 * estimates["grpo"]),
+              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, **NO_PENALTY), 2 * estimates["grpo"]),
         eval_stage("no_penalty"),
         Stage("ablation: search-required data only", dirs["unbalanced_data"], stamps["unbalanced_data"],
               lambda f: unbalanced_data(dirs["balanced"], f, cfg), 1.0),

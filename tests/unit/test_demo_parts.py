@@ -5,7 +5,8 @@ import json
 
 from rich.console import Console
 
-from mmsearch_r1.demo import Stage, StageRunner, criteria, demo_metrics, fingerprint, stage_done, unmet_checks
+from mmsearch_r1.config import load_config
+from mmsearch_r1.demo import NO_PENALTY, Stage, StageRunner, criteria, demo_config_path, demo_metrics, fingerprint, grpo_fingerprint, stage_done, unmet_checks
 
 
 def metrics(accuracy, search_ratio, searches, free=None, required=None, cws=0.0, n=100):
@@ -25,6 +26,14 @@ def test_fingerprint_depends_on_every_part():
     assert fingerprint({"a": 1}, "x") != fingerprint({"a": 2}, "x") != fingerprint({"a": 1}, "y")
 
 
+def test_the_no_penalty_ablation_is_kept_when_only_the_penalty_changes():
+    demo = load_config(demo_config_path("small"))
+    other = load_config(demo_config_path("small"), ["reward.search_penalty=0.3"])
+    assert grpo_fingerprint("data", demo) != grpo_fingerprint("data", other)  # the demo's GRPO reruns
+    assert grpo_fingerprint("data", demo, **NO_PENALTY) == grpo_fingerprint("data", other, **NO_PENALTY)
+    assert grpo_fingerprint("data", demo, **NO_PENALTY) != grpo_fingerprint("data", load_config(demo_config_path("small"), ["train.lr=1e-4"]), **NO_PENALTY)
+
+
 def test_stages_run_once_then_are_cached_until_their_inputs_change(tmp_path):
     calls = []
     make = lambda folder: calls.append(folder.name) or folder.mkdir(parents=True, exist_ok=True)  # noqa: E731
@@ -40,7 +49,6 @@ def test_stages_run_once_then_are_cached_until_their_inputs_change(tmp_path):
 
 def test_a_failed_stage_is_not_marked_done(tmp_path):
     def broken(folder):
-        folder.mkdir(parents=True)
         raise RuntimeError("boom")
 
     try:
@@ -90,3 +98,26 @@ def test_unmet_checks_names_the_failed_checks_of_a_pretraining_report(tmp_path):
     assert unmet_checks(report) == []
     report.write_text(json.dumps({"checks": {"sight_facts answered directly": True, "reads results (rag accuracy >= 0.8)": False}}))
     assert unmet_checks(report) == ["reads results (rag accuracy >= 0.8)"]
+
+
+def test_an_interrupted_stage_resumes_only_from_work_made_with_the_same_inputs(tmp_path):
+    seen = []
+
+    def make(folder, fail=False):
+        seen.append(sorted(p.name for p in folder.iterdir() if p.name != ".stage.json"))
+        (folder / "checkpoint").write_text("step 5")
+        if fail:
+            raise RuntimeError("interrupted")
+
+    folder = tmp_path / "grpo"
+    try:
+        StageRunner([Stage("grpo", folder, "s1", lambda f: make(f, fail=True), 1.0)], quiet()).run()
+    except RuntimeError:
+        pass
+    StageRunner([Stage("grpo", folder, "s1", make, 1.0)], quiet()).run()  # same inputs: resumes
+    assert seen == [[], ["checkpoint"]] and stage_done(folder, "s1")
+    StageRunner([Stage("grpo", folder, "s2", make, 1.0)], quiet()).run()  # other inputs: starts afresh
+    assert seen[-1] == [] and stage_done(folder, "s2") and not stage_done(folder, "s1")
+    (folder / ".stage.json").unlink()  # a folder with no record of its inputs is not trusted either
+    StageRunner([Stage("grpo", folder, "s2", make, 1.0)], quiet()).run()
+    assert seen[-1] == []
