@@ -470,7 +470,8 @@ def write_demo_report(cfg: Any, out: Path, dirs: dict[str, Path], *, ablations: 
     results["balance"] = json.loads((dirs["balanced"] / "balance.json").read_text())
     results["training"] = training_summary(dirs["grpo"])
     results["seed"], results["world_size"] = cfg.seed, cfg.world.size
-    results["stage_seconds"] = {p.parent.name: json.loads(p.read_text())["seconds"] for p in sorted(out.rglob(STAMP))}
+    finished = (json.loads(p.read_text()) | {"stage": p.parent.name} for p in sorted(out.rglob(STAMP)))
+    results["stage_seconds"] = {r["stage"]: r["seconds"] for r in finished if r.get("done", True) and "seconds" in r}
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown(results, dirs, out))
