@@ -532,9 +532,14 @@ def plot_summary(results: dict, path: Path) -> Path:
     figure = _canvas(9, 4)
     for i, split in enumerate(SPLITS):
         ax = figure.add_subplot(1, len(SPLITS), i + 1)
+        labels: dict[tuple[float, float], list[str]] = {}  # points that (nearly) coincide share one label
         for workflow, m in results[split].items():
-            ax.scatter(m["searches_per_question"], 100 * m["accuracy"], s=40)
-            ax.annotate(workflow, (m["searches_per_question"], 100 * m["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            point = (m["searches_per_question"], 100 * m["accuracy"])
+            ax.scatter(*point, s=40)
+            near = next((q for q in labels if abs(q[0] - point[0]) < 0.1 and abs(q[1] - point[1]) < 3), point)
+            labels.setdefault(near, []).append(workflow)
+        for point, names in labels.items():
+            ax.annotate(", ".join(names), point, textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set(title=split, xlabel="searches per question", ylabel="accuracy (%)", xlim=(-0.1, 2.3), ylim=(0, 105))
         ax.grid(alpha=0.3)
     figure.tight_layout()
