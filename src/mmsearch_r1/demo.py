@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,12 +29,13 @@ from typing import Any, Callable
 from pydantic import Field
 
 from mmsearch_r1.config import Section, save_config
+from mmsearch_r1.errors import ConfigError
 
 
 class DemoConfig(Section):
     """Settings of the demo's supervised fine-tuning ablation (``mmsearch-r1 demo --ablations``)."""
 
-    sft_data_factor: float = Field(2.0, gt=0.0, le=16.0, description="SFT questions per question the GRPO run trained on (published: about 2).")
+    sft_data_factor: float = Field(2.0, gt=0.0, le=16.0, description="SFT questions per question the GRPO run trained on (published: about 2); at most every training question of the world.")
     sft_epochs: int = Field(2, ge=1, le=100, description="Passes over the SFT trajectories.")
     sft_lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate of SFT.")
     sft_micro_batch_size: int = Field(16, ge=1, le=1024, description="Trajectories per SFT optimizer step.")
@@ -71,37 +73,61 @@ def grpo_fingerprint(balanced: str, cfg: Any, **reward_updates: Any) -> str:
 
     The no-penalty ablation runs with the penalty set to 0, so changing the demo's penalty does not redo it.
     """
-    reward = cfg.reward.model_copy(update=reward_updates).model_dump(mode="json")
-    return fingerprint(balanced, cfg.train.model_dump(mode="json"), reward, cfg.engine.model_dump(mode="json"))
+    reward = cfg.reward.model_copy(update=reward_updates)
+    return fingerprint(balanced, settings(cfg.train), settings(reward), settings(cfg.engine))
 
 
-def _stamp(folder: Path) -> dict:
+def eval_fingerprint_inputs(cfg: Any) -> tuple[dict, dict]:
+    """What an evaluation stage's fingerprint adds to its policy's: the evaluation and the reward (it reports rewards)."""
+    return settings(cfg.eval), settings(cfg.reward)
+
+
+def settings(section: Any) -> dict:
+    """A config section as a stage fingerprint sees it: without its ``RUN_ONLY`` keys (threads, progress, …)."""
+    return section.model_dump(mode="json", exclude=set(getattr(section, "RUN_ONLY", ())))
+
+
+def _stamp(folder: Path) -> dict | None:
+    """The stage record in ``folder``: None when there is none, {} when it cannot be read."""
     path = folder / STAMP
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamp(folder: Path, record: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"{STAMP}.partial"
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(partial, folder / STAMP)  # atomic: a killed run leaves the old record or the new one
 
 
 def stage_done(folder: Path, stamp: str) -> bool:
     """Whether ``folder`` holds a finished stage made from inputs with this fingerprint."""
-    record = _stamp(folder)
+    record = _stamp(folder) or {}
     return record.get("fingerprint") == stamp and record.get("done", True)
 
 
 def mark_started(folder: Path, stamp: str) -> None:
-    """Make ``folder`` ready for a stage with this fingerprint: what other inputs made there is removed.
+    """Make ``folder`` ready for a stage with this fingerprint.
 
-    Work from the same inputs is kept, so an interrupted stage resumes from its checkpoints; a folder made
-    from other inputs (or with no record of them) would otherwise be resumed as if it were this stage's.
+    Work from the same inputs is kept, so an interrupted stage resumes from its checkpoints. A stage folder
+    made from other inputs is cleared: resumed, it would pass off the old run as this one. A folder the
+    demo did not make (no record) is left alone: the stage stops with an error unless it is empty.
     """
-    if folder.exists() and _stamp(folder).get("fingerprint") != stamp:
+    record = _stamp(folder)
+    if record is None and folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} holds files the demo did not make (it has no {STAMP}); move them away or choose another --out.")
+    if record is not None and record.get("fingerprint") != stamp:
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / STAMP).write_text(json.dumps({"fingerprint": stamp, "done": False}, indent=1) + "\n")
+    _write_stamp(folder, {"fingerprint": stamp, "done": False})
 
 
 def mark_done(folder: Path, stamp: str, seconds: float, **info: Any) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"fingerprint": stamp, "done": True, "seconds": round(seconds, 1), **info}
-    (folder / STAMP).write_text(json.dumps(record, indent=1) + "\n")
+    _write_stamp(folder, {"fingerprint": stamp, "done": True, "seconds": round(seconds, 1), **info})
 
 
 @dataclass
@@ -116,7 +142,10 @@ class Stage:
 
 
 class StageRunner:
-    """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left."""
+    """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left.
+
+    ``run`` returns the seconds each stage took, by folder name (for a cached stage, when it was made).
+    """
 
     def __init__(self, stages: list[Stage], console: Any):
         self.stages, self.console = stages, console
@@ -130,14 +159,16 @@ class StageRunner:
             label = f"[{i + 1}/{len(self.stages)}] {stage.name}"
             if stage_done(stage.folder, stage.stamp):
                 self.console.print(f"{label}: cached in {stage.folder}")
+                self.seconds[stage.folder.name] = (_stamp(stage.folder) or {}).get("seconds")
                 continue
             self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
             mark_started(stage.folder, stage.stamp)
             began = time.perf_counter()
             stage.make(stage.folder)
-            self.seconds[stage.name] = time.perf_counter() - began
-            mark_done(stage.folder, stage.stamp, self.seconds[stage.name])
-            self.console.print(f"{label}: done in {_minutes(self.seconds[stage.name])}")
+            seconds = time.perf_counter() - began
+            mark_done(stage.folder, stage.stamp, seconds)
+            self.seconds[stage.folder.name] = round(seconds, 1)
+            self.console.print(f"{label}: done in {_minutes(seconds)}")
         return self.seconds
 
 
@@ -279,11 +310,11 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     estimates["grpo"] = estimates["grpo_step"] * cfg.train.steps
     dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
     stamps: dict[str, str] = {}
-    stamps["world"] = fingerprint(cfg.seed, cfg.world.model_dump(mode="json"))
-    stamps["pretrained"] = fingerprint(stamps["world"], cfg.model.model_dump(mode="json"), cfg.pretrain.model_dump(mode="json"), cfg.protocol.model_dump(mode="json"))
-    stamps["balanced"] = fingerprint(stamps["pretrained"], cfg.balance.model_dump(mode="json"), cfg.reward.match)
+    stamps["world"] = fingerprint(cfg.seed, settings(cfg.world))
+    stamps["pretrained"] = fingerprint(stamps["world"], settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol))
+    stamps["balanced"] = fingerprint(stamps["pretrained"], settings(cfg.balance), cfg.reward.match)
     stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)
-    eval_inputs = (cfg.eval.model_dump(mode="json"), cfg.reward.model_dump(mode="json"))
+    eval_inputs = eval_fingerprint_inputs(cfg)
     for name, upstream in (("eval_pretrained", "pretrained"), ("eval_oracle", "pretrained"), ("eval_grpo", "grpo")):
         stamps[name] = fingerprint(stamps[upstream], *eval_inputs)
     policy = dirs["pretrained"]
@@ -338,11 +369,11 @@ def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str
         dirs[f"eval_{name}"] = root / f"eval_{name}"
     dirs["unbalanced_data"] = root / "unbalanced_data"
     stamps["no_penalty"] = grpo_fingerprint(stamps["balanced"], cfg, **NO_PENALTY)
-    stamps["unbalanced_data"] = fingerprint(stamps["pretrained"], cfg.balance.model_dump(mode="json"), "required only")
+    stamps["unbalanced_data"] = fingerprint(stamps["balanced"], "required only")
     stamps["unbalanced"] = fingerprint(stamps["unbalanced_data"], stamps["grpo"])
-    stamps["sft"] = fingerprint(stamps["balanced"], cfg.pretrain.model_dump(mode="json"), "sft x2")
+    stamps["sft"] = fingerprint(stamps["balanced"], settings(cfg.demo), cfg.train.steps, cfg.train.prompts_per_step, "sft")
     eval_stage = lambda name: Stage(  # noqa: E731
-        f"evaluate {name}", dirs[f"eval_{name}"], fingerprint(stamps[name], cfg.eval.model_dump(mode="json")),
+        f"evaluate {name}", dirs[f"eval_{name}"], fingerprint(stamps[name], *eval_fingerprint_inputs(cfg)),
         lambda f: run_evaluation(dirs[name] / "policy", world, ["on_demand"], f, cfg), estimates["eval"],
     )
     return [
@@ -393,7 +424,8 @@ def run_sft(balanced_dir: Path, policy_dir: Path, world_dir: Path, out: Path, cf
     rng = np.random.default_rng(cfg.seed)
     rl_questions = min(len(read_parquet(balanced_dir / "train.parquet")), cfg.train.steps * cfg.train.prompts_per_step)
     pool = read_parquet(world_dir / "train.parquet")
-    samples = [pool[i] for i in rng.permutation(len(pool))[: int(round(cfg.demo.sft_data_factor * rl_questions))]]
+    wanted = int(round(cfg.demo.sft_data_factor * rl_questions))  # capped by the world's training questions
+    samples = [pool[i] for i in rng.permutation(len(pool))[:wanted]]
     policy = load_policy(policy_dir)
     teacher = OracleEngine(HFEngine(policy), world_plans(samples, load_world(world_dir), with_answers=True))
     trajectories = rollout(samples, teacher, world_toolbox(world_dir, cfg), protocol=cfg.protocol, sampling=cfg.engine.sampling, seed=cfg.seed)
@@ -416,7 +448,7 @@ def run_sft(balanced_dir: Path, policy_dir: Path, world_dir: Path, out: Path, cf
                 advance(status=f"nll {loss.item():.3f}")
     policy.model.eval()
     (out / "sft.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "sft.json").write_text(json.dumps({"questions": len(samples), "rl_questions": rl_questions, "epochs": cfg.demo.sft_epochs}) + "\n")
+    (out / "sft.json").write_text(json.dumps({"questions": len(samples), "wanted": wanted, "rl_questions": rl_questions, "epochs": cfg.demo.sft_epochs}) + "\n")
     return policy.save(out / "policy")
 
 
@@ -470,8 +502,7 @@ def write_demo_report(cfg: Any, out: Path, dirs: dict[str, Path], *, ablations: 
     results["balance"] = json.loads((dirs["balanced"] / "balance.json").read_text())
     results["training"] = training_summary(dirs["grpo"])
     results["seed"], results["world_size"] = cfg.seed, cfg.world.size
-    finished = (json.loads(p.read_text()) | {"stage": p.parent.name} for p in sorted(out.rglob(STAMP)))
-    results["stage_seconds"] = {r["stage"]: r["seconds"] for r in finished if r.get("done", True) and "seconds" in r}
+    results["stage_seconds"] = seconds
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown(results, dirs, out))
@@ -527,19 +558,36 @@ def _canvas(width: float, height: float):
     return figure
 
 
+def label_groups(points: dict[str, tuple[float, float]], dx: float = 0.1, dy: float = 3.0) -> list[list[str]]:
+    """Workflows whose points (searches per question, accuracy %) nearly coincide, to share one label.
+
+    A point joins the first group that has a point within ``dx`` and ``dy`` of it, in the order given.
+
+    >>> label_groups({"direct": (0.0, 25.9), "pretrained": (0.04, 28.4), "rag": (2.0, 71.6)})
+    [['direct', 'pretrained'], ['rag']]
+    """
+    groups: list[list[str]] = []
+    for name, (x, y) in points.items():
+        near = (g for g in groups if any(abs(points[o][0] - x) < dx and abs(points[o][1] - y) < dy for o in g))
+        group = next(near, None)
+        if group is None:
+            groups.append([name])
+        else:
+            group.append(name)
+    return groups
+
+
 def plot_summary(results: dict, path: Path) -> Path:
     """Accuracy against searches per question, one point per workflow, one panel per split."""
     figure = _canvas(9, 4)
     for i, split in enumerate(SPLITS):
         ax = figure.add_subplot(1, len(SPLITS), i + 1)
-        labels: dict[tuple[float, float], list[str]] = {}  # points that (nearly) coincide share one label
-        for workflow, m in results[split].items():
-            point = (m["searches_per_question"], 100 * m["accuracy"])
+        points = {workflow: (m["searches_per_question"], 100 * m["accuracy"]) for workflow, m in results[split].items()}
+        for point in points.values():
             ax.scatter(*point, s=40)
-            near = next((q for q in labels if abs(q[0] - point[0]) < 0.1 and abs(q[1] - point[1]) < 3), point)
-            labels.setdefault(near, []).append(workflow)
-        for point, names in labels.items():
-            ax.annotate(", ".join(names), point, textcoords="offset points", xytext=(5, 4), fontsize=8)
+        for names in label_groups(points):
+            top = max((points[name] for name in names), key=lambda point: point[1])
+            ax.annotate(", ".join(names), top, textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set(title=split, xlabel="searches per question", ylabel="accuracy (%)", xlim=(-0.1, 2.3), ylim=(0, 105))
         ax.grid(alpha=0.3)
     figure.tight_layout()

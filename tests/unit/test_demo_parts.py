@@ -3,10 +3,13 @@
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from mmsearch_r1.config import load_config
-from mmsearch_r1.demo import NO_PENALTY, Stage, StageRunner, criteria, demo_config_path, demo_metrics, fingerprint, grpo_fingerprint, stage_done, unmet_checks
+from mmsearch_r1.demo import (NO_PENALTY, Stage, StageRunner, ablation_stages, criteria, demo_config_path, demo_metrics, fingerprint,
+                              grpo_fingerprint, label_groups, stage_done, unmet_checks)
+from mmsearch_r1.errors import ConfigError
 
 
 def metrics(accuracy, search_ratio, searches, free=None, required=None, cws=0.0, n=100):
@@ -56,6 +59,7 @@ def test_a_failed_stage_is_not_marked_done(tmp_path):
     except RuntimeError:
         pass
     assert not stage_done(tmp_path / "a", "s")
+    assert json.loads((tmp_path / "a" / ".stage.json").read_text()) == {"fingerprint": "s", "done": False}
 
 
 def test_demo_metrics_read_the_per_label_search_ratios():
@@ -118,6 +122,47 @@ def test_an_interrupted_stage_resumes_only_from_work_made_with_the_same_inputs(t
     assert seen == [[], ["checkpoint"]] and stage_done(folder, "s1")
     StageRunner([Stage("grpo", folder, "s2", make, 1.0)], quiet()).run()  # other inputs: starts afresh
     assert seen[-1] == [] and stage_done(folder, "s2") and not stage_done(folder, "s1")
-    (folder / ".stage.json").unlink()  # a folder with no record of its inputs is not trusted either
-    StageRunner([Stage("grpo", folder, "s2", make, 1.0)], quiet()).run()
-    assert seen[-1] == []
+    (folder / ".stage.json").unlink()  # files the demo did not make are neither resumed nor deleted
+    with pytest.raises(ConfigError, match="did not make"):
+        StageRunner([Stage("grpo", folder, "s2", make, 1.0)], quiet()).run()
+    assert (folder / "checkpoint").is_file() and len(seen) == 3
+
+
+def test_a_stage_recorded_by_an_older_version_is_still_cached(tmp_path):
+    folder = tmp_path / "world"
+    folder.mkdir()
+    (folder / "world.json").write_text("{}")
+    (folder / ".stage.json").write_text(json.dumps({"fingerprint": "s", "seconds": 2.0}))  # no "done" key
+    seconds = StageRunner([Stage("world", folder, "s", lambda f: pytest.fail("redone"), 1.0)], quiet()).run()
+    assert seconds == {"world": 2.0} and (folder / "world.json").is_file()
+
+
+def test_run_reports_the_seconds_of_every_stage_by_folder(tmp_path):
+    make = lambda folder: None  # noqa: E731
+    StageRunner([Stage("a", tmp_path / "a", "s1", make, 1.0)], quiet()).run()
+    seconds = StageRunner([Stage("a", tmp_path / "a", "s1", make, 1.0), Stage("b stage", tmp_path / "b", "s2", make, 1.0)], quiet()).run()
+    assert set(seconds) == {"a", "b"} and all(isinstance(v, float) for v in seconds.values())
+
+
+def test_the_ablations_fingerprints_follow_what_each_run_uses(tmp_path):
+    def stamps(*overrides):
+        cfg = load_config(demo_config_path("small"), list(overrides))
+        stamps = {name: fingerprint(name) for name in ("pretrained", "balanced")}
+        stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)
+        dirs = {"pretrained": tmp_path / "p", "world": tmp_path / "w", "balanced": tmp_path / "b"}
+        stages = ablation_stages(cfg, tmp_path, dirs, stamps, {"grpo": 1.0, "eval": 1.0, "pretrain": 1.0})
+        return {stage.folder.name: stage.stamp for stage in stages}
+
+    demo, other_penalty = stamps(), stamps("reward.search_penalty=0.3")
+    assert demo["no_penalty"] == other_penalty["no_penalty"]  # trained without the penalty either way
+    assert demo["sft"] == other_penalty["sft"]
+    assert demo["unbalanced"] != other_penalty["unbalanced"]  # trained with the demo's penalty
+    assert demo["eval_no_penalty"] != other_penalty["eval_no_penalty"]  # it reports rewards
+    assert stamps("reward.penalty_warmup_steps=5")["no_penalty"] == demo["no_penalty"]  # the ablation sets it to 0
+    assert stamps("train.threads=2", "train.progress=false")["unbalanced"] == demo["unbalanced"]  # how it runs, not what
+    assert stamps("train.lr=1e-4")["no_penalty"] != demo["no_penalty"]
+
+
+def test_workflows_at_nearly_the_same_point_share_a_label():
+    points = {"direct": (0.0, 25.9), "pretrained": (0.04, 28.4), "rag": (2.0, 71.6), "oracle": (0.98, 82.7), "on_demand": (1.0, 70.0)}
+    assert label_groups(points) == [["direct", "pretrained"], ["rag"], ["oracle"], ["on_demand"]]

@@ -345,7 +345,7 @@ def fingerprint(cfg: Any, world_dir: Path) -> str:
     """What a checkpoint must match to be resumed: model, pretraining, protocol, seed and the world file."""
     parts = {
         "model": cfg.model.model_dump(mode="json"),
-        "pretrain": cfg.pretrain.model_dump(mode="json", exclude={"threads", "report_samples", "checkpoint_every"}),
+        "pretrain": cfg.pretrain.model_dump(mode="json", exclude=set(cfg.pretrain.RUN_ONLY)),
         "protocol": cfg.protocol.model_dump(mode="json"), "seed": cfg.seed,
         "world": hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest(),
     }

@@ -9,7 +9,7 @@ batch and learning rate for the tiny CPU model; ``docs/training.md`` lists each 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -18,6 +18,9 @@ from mmsearch_r1.config import Section
 
 class TrainConfig(Section):
     """The GRPO trainer (published recipe where it applies)."""
+
+    # How a run goes, not what it makes: left out of the demo's stage fingerprints.
+    RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"progress", "threads", "checkpoint_every", "keep_checkpoints", "save_trajectories", "tensorboard", "wandb", "wandb_project"})
 
     data: Path | None = Field(None, description="Training Parquet file (veRL/FVQA layout); None uses <world.dir>/train.parquet.")
     steps: int = Field(100, ge=1, le=1_000_000, description="Training steps (one rollout batch and its policy update each).")
