@@ -35,6 +35,12 @@ def test_config_error_is_one_line_without_traceback():
     assert result.stderr.strip() == "error: config key `reward.search_penalty` must be less than or equal to 1 (got 7)."
 
 
+def test_unknown_command_and_option_are_usage_errors_without_traceback():
+    for args, words in ((("evaluate",), "No such command 'evaluate'"), (("demo", "--bogus"), "No such option: --bogus")):
+        result = run(*args)
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_config_show_prints_resolved_toml():
     result = run("config", "show", "--set", "seed=5")
     assert result.returncode == 0 and "seed = 5" in result.stdout

@@ -39,10 +39,15 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as error:  # click usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
+    except Exception as error:
+        if isinstance(error, _usage_errors()) and hasattr(error, "show"):
             error.show()
             sys.exit(error.exit_code)
         raise
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Unknown commands and bad options: click's own, and those of the copy of click that newer typer carries."""
+    import click
+
+    return (click.ClickException, *(c for c in (getattr(typer, "TyperException", None),) if c is not None))
