@@ -66,3 +66,19 @@ def test_length_groups_trades_padding_for_passes():
     assert length_groups(lengths, overhead=100) == [[0, 4, 2], [3, 1]]  # 3 x 12 + 2 x 300 + 2 passes
     assert length_groups(lengths, overhead=0) == [[0], [4], [2], [3], [1]]
     assert sorted(i for group in length_groups(lengths, overhead=50) for i in group) == [0, 1, 2, 3, 4]
+
+
+def test_the_cache_goes_under_the_name_the_installed_model_takes():
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns on every call until 5.40)."""
+    import inspect
+
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from mmsearch_r1.engines.hf import cache_argument
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    name = cache_argument(Qwen2_5_VLForConditionalGeneration.__new__(Qwen2_5_VLForConditionalGeneration))
+    assert name in inspect.signature(Qwen2_5_VLForConditionalGeneration.forward).parameters
+    assert cache_argument(Old()) == "past_key_values"

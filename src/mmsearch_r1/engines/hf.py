@@ -36,6 +36,8 @@ and small real batches; use the vLLM engine for large batches of a 7B model.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -291,6 +293,17 @@ def chunk_positions(model: Any, ids: Sequence[int], grids: Sequence[Any], image_
     return positions[:, 0] + start
 
 
+def cache_argument(model: Any) -> str:
+    """The name ``model.forward`` takes its KV cache under: ``cache`` from transformers 5.24, ``past_key_values``
+    before (5.24 still takes the old name, with a warning on every call, until 5.40)."""
+    return _cache_argument(type(model))
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _growing_layer_class():
     """``DynamicLayer`` with spare columns (built on first use: it subclasses a transformers class)."""
     from transformers.cache_utils import DynamicLayer
@@ -365,6 +378,9 @@ class EpisodeCache:
         self.rows: list[CachedEpisode] = []
         self._parked: list[tuple] = []  # rows set aside during decoding: (rows, [(keys, values)] per layer, mask)
         self._order: list[CachedEpisode] | None = None  # the rows' order before the first park
+
+    def _cache_kwarg(self) -> dict[str, Any]:
+        return {cache_argument(self.model): self.cache}
 
     def _released(self, _ref: "weakref.ref") -> None:
         if not any(row.owner() is not None for row in self.rows):
@@ -470,8 +486,8 @@ class EpisodeCache:
         grids = [g for _, row_grids in images for g in row_grids]
         vision = {"pixel_values": torch.cat(pixel_values).to(device), "image_grid_thw": torch.stack(grids).to(device)} if pixel_values else {}
         self.mask = torch.cat([self.mask, new_mask], dim=1)
-        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=logits_to_keep, **vision)
+        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=logits_to_keep, **self._cache_kwarg(), **vision)
         return out.logits
 
     def step(self, tokens: "torch.Tensor", live: "torch.Tensor") -> "torch.Tensor":
@@ -486,8 +502,8 @@ class EpisodeCache:
                 row.ends.append(position + 1)
         position_ids = torch.tensor(nexts, device=self.model.device).view(1, -1, 1).expand(3, -1, -1)
         self.mask = torch.cat([self.mask, live.long().unsqueeze(1)], dim=1)
-        out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=self.mask, position_ids=position_ids,
-                         past_key_values=self.cache, use_cache=True)
+        out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=self.mask, position_ids=position_ids, use_cache=True,
+                         **self._cache_kwarg())
         return out.logits[:, -1]
 
     def park(self, keep: "torch.Tensor") -> None:
