@@ -346,7 +346,10 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     ]
     if ablations:
         stages += ablation_stages(cfg, out, dirs, stamps, estimates)
-    seconds = StageRunner(stages, console).run()
+    from mmsearch_r1.train.state import quiet_transformers
+
+    with quiet_transformers():  # the stage display says what runs; transformers' weight-loading bars would only add noise
+        seconds = StageRunner(stages, console).run()
     return write_demo_report(cfg, out, dirs, ablations=ablations, seconds=seconds)
 
 
