@@ -28,7 +28,13 @@ _register()
 
 
 def main() -> None:
-    """Run the CLI; project errors print as one line, without a traceback."""
+    """Run the CLI; project errors print as one line, without a traceback.
+
+    CPU kernels are pinned first, before any command imports torch (``mmsearch_r1.cpu_kernels``).
+    """
+    from mmsearch_r1.cpu_kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()
     try:
         app(standalone_mode=False)
     except MMSearchError as error:
