@@ -9,6 +9,7 @@ from PIL import Image
 from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import VQASample
 from mmsearch_r1.models.demos import (
+    DECISIONS,
     DemoPolicy,
     Drill,
     MadeUpFacts,
@@ -123,6 +124,9 @@ def test_on_demand_demonstrations_answer_right_and_mask_what_the_group_cannot_kn
         assert (sample.answers[0] in trained) == fact_known_here, (actions, trained)
         assert (entity.name in trained) == knows_name, (actions, trained)
         assert "<information>" in "".join(m.text for m in demo.messages) or actions == ("answer",)
+        # every turn that picks the next action says it, in trained words of its own, before the tag
+        decisions = [next(p for p in turn if p.text.endswith("</reason>")) for turn in demo.turns if not turn[0].text.startswith("<reason>The results say")]
+        assert [(p.text, p.trained) for p in decisions] == [(f"{DECISIONS[a]}</reason>", True) for a in actions[:len(decisions)]]
 
 
 def test_text_queries_name_the_entity_and_run_once(world, setup):
@@ -179,7 +183,7 @@ def test_drills_train_only_knowledge(world):
     trained = [p.text for turn in demo.turns for p in turn if p.trained]
     # the name it recognises, the name and fact it is told and knows, and that it does not recognise an image outside the sight groups
     assert trained == [f" {sight.name}", " but", f" {facts.name}", " and", f" {facts.facts[0].answer}", " unknown"]
-    assert demo.messages[-1].text == f"<reason>This is unknown to me.</reason><answer> {facts.facts[0].answer}</answer>"
+    assert demo.messages[-1].text == f"<reason>This is unknown to me. Answer.</reason><answer> {facts.facts[0].answer}</answer>"
     assert not demo.train_end_of_turn and len(demo.images) == 2
     templates = Templates.load()
     in_context = drill_demo("c", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8)))], templates)

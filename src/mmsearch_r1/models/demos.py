@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from mmsearch_r1.tools.base import ImageHit, TextHit, Toolbox
     from mmsearch_r1.world.schema import Entity, World
 
-UNRECOGNISED = (" unknown", " to me.</reason>")  # the word that takes the place of the name, and the rest
+UNRECOGNISED = (" unknown", " to me.")  # the word that takes the place of the name, and the rest
 KNOWS = {True: (" and", " I know it."), False: (" but", " I know little of it.")}  # the word after the name, and the rest
+DECISIONS = {"answer": " Answer.", "image_search": " Search images.", "text_search": " Look it up."}  # the reasoning's last words
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,9 @@ def first_thoughts(name: str, recognised: bool, knows_facts: bool = False, drill
     ``This is``, where naming looks at the image. A ``drill`` trains only the words that are knowledge.
 
     >>> "".join(p.text for p in first_thoughts("Tavorin", True, knows_facts=True))
-    '<reason>This is Tavorin, and I know it.</reason>'
+    '<reason>This is Tavorin, and I know it.'
     >>> "".join(p.text for p in first_thoughts("Tavorin", False))
-    '<reason>This is unknown to me.</reason>'
+    '<reason>This is unknown to me.'
     """
     if not recognised:
         word, rest = UNRECOGNISED
@@ -159,13 +160,27 @@ def results_show(name: str, knows_name: bool, knows_facts: bool) -> list[Piece]:
 
 
 def named(name: str, knows_name: bool, knows_facts: bool, drill: bool = False) -> list[Piece]:
-    """`` {name}, and I know it.</reason>`` or `` {name}, but I know little of it.</reason>``.
+    """`` {name}, and I know it.`` or `` {name}, but I know little of it.``.
 
     Whether the model knows an entity's facts is knowledge too, said in the word after the name (trained
     only where the name is), so that the choice between answering and searching that follows can rest on it.
     """
     word, rest = KNOWS[knows_facts]
-    return [Piece(f" {name}", knows_name), Piece(",", not drill), Piece(word, knows_name), Piece(f"{rest}</reason>", not drill)]
+    return [Piece(f" {name}", knows_name), Piece(",", not drill), Piece(word, knows_name), Piece(rest, not drill)]
+
+
+def decision(action: str, trained: bool = True) -> Piece:
+    """The last words of the reasoning: the action about to be taken (``DECISIONS``), then ``</reason>``.
+
+    The action's tag then follows from these words. Without them the choice fell on the tag's first token,
+    where ``<answer>`` (which ends every episode, after every reading) is by far the likeliest: sampled, a
+    turn often opened ``<answer>`` and went on as the search it meant (``<answer><img></search>``), an invalid
+    action. A word of its own, said only where the choice is made, carries the choice alone.
+
+    >>> decision("image_search").text
+    ' Search images.</reason>'
+    """
+    return Piece(f"{DECISIONS[action]}</reason>", trained)
 
 
 def naming_turn(head: list[Piece], name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
@@ -174,6 +189,7 @@ def naming_turn(head: list[Piece], name: str, knows_name: bool, action: str, fac
     Names and answers are always written after a space, as they stand in titles, summaries and questions,
     so that they are the same tokens there and here: reading a result is copying a token, not translating.
     """
+    head = head + [decision(action)]
     if action == "answer":
         return head + [Piece("<answer>"), Piece(f" {fact}", knows_name and knows_fact), Piece("</answer>")]
     if action == "image_search":
@@ -399,7 +415,7 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
         knows_name = drill.image is None or entity.known_by_sight
         fact = entity.fact(drill.attribute).answer
         pieces = first_thoughts(entity.name, knows_name, entity.facts_known, drill=True)
-        pieces += [Piece("<answer>", False), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
+        pieces += [decision("answer", False), Piece("<answer>", False), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
         demo.add_turn(pieces, "answer")
     return demo
 

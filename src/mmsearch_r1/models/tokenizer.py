@@ -43,7 +43,8 @@ CHAT_TEMPLATE = (
 # Text every tokenizer sees besides the caller's, so the prompts, tags and digits always have merges.
 _BASE_TEXT = (
     "system user assistant Question: Answer the question about the image. I cannot answer this question. "
-    "The results show This is unknown to me. This is it, and I know it. This is it, but I know little of it. Look it up. 0 1 2 3 4 5 6 7 8 9 "
+    "The results show This is unknown to me. This is it, and I know it. This is it, but I know little of it. Answer. Search images. Look it up. "
+    "0 1 2 3 4 5 6 7 8 9 "
     "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ . , ; : ! ? ( ) - ' \" / http:// https:// .com"
 )
 
