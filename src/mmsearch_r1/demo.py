@@ -49,7 +49,7 @@ STAMP = ".stage.json"
 # Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
 # A GRPO step is timed with the demo's settings; the ablations' steps search twice and take about twice as long.
 ESTIMATES_S = {
-    "small": {"world": 2, "pretrain": 240, "balance": 24, "grpo_step": 4.0, "eval": 12},
+    "small": {"world": 2, "pretrain": 270, "balance": 32, "grpo_step": 4.5, "eval": 10},
     "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo_step": 4.0, "eval": 30},
 }
 
