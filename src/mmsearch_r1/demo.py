@@ -68,6 +68,13 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def pretrained_fingerprint(world: str, cfg: Any) -> str:
+    """The pretraining stage's stamp: its world, its settings, and the version of the code's demonstrations."""
+    from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
+
+    return fingerprint(world, settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol), DEMONSTRATIONS_VERSION)
+
+
 def grpo_fingerprint(balanced: str, cfg: Any, **reward_updates: Any) -> str:
     """The fingerprint of a GRPO stage: its data's, and the settings it runs with (``reward_updates`` applied).
 
@@ -311,7 +318,7 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
     stamps: dict[str, str] = {}
     stamps["world"] = fingerprint(cfg.seed, settings(cfg.world))
-    stamps["pretrained"] = fingerprint(stamps["world"], settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol))
+    stamps["pretrained"] = pretrained_fingerprint(stamps["world"], cfg)
     stamps["balanced"] = fingerprint(stamps["pretrained"], settings(cfg.balance), cfg.reward.match)
     stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)
     eval_inputs = eval_fingerprint_inputs(cfg)

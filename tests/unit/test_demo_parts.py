@@ -8,7 +8,7 @@ from rich.console import Console
 
 from mmsearch_r1.config import load_config
 from mmsearch_r1.demo import (NO_PENALTY, Stage, StageRunner, ablation_stages, criteria, demo_config_path, demo_metrics, fingerprint,
-                              grpo_fingerprint, label_groups, stage_done, unmet_checks)
+                              grpo_fingerprint, label_groups, pretrained_fingerprint, stage_done, unmet_checks)
 from mmsearch_r1.errors import ConfigError
 
 
@@ -35,6 +35,16 @@ def test_the_no_penalty_ablation_is_kept_when_only_the_penalty_changes():
     assert grpo_fingerprint("data", demo) != grpo_fingerprint("data", other)  # the demo's GRPO reruns
     assert grpo_fingerprint("data", demo, **NO_PENALTY) == grpo_fingerprint("data", other, **NO_PENALTY)
     assert grpo_fingerprint("data", demo, **NO_PENALTY) != grpo_fingerprint("data", load_config(demo_config_path("small"), ["train.lr=1e-4"]), **NO_PENALTY)
+
+
+def test_a_pretraining_by_older_demonstrations_is_made_again(monkeypatch):
+    import mmsearch_r1.models.config as model_config
+
+    cfg = load_config(demo_config_path("small"))
+    now = pretrained_fingerprint("world", cfg)
+    assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.threads=2"]))
+    monkeypatch.setattr(model_config, "DEMONSTRATIONS_VERSION", model_config.DEMONSTRATIONS_VERSION - 1)
+    assert pretrained_fingerprint("world", cfg) != now
 
 
 def test_stages_run_once_then_are_cached_until_their_inputs_change(tmp_path):

@@ -70,3 +70,15 @@ def test_entity_choices_depend_on_the_entity_never_on_the_group():
     assert entity_choices(world, PretrainConfig(direct_spread=0.25), seed=0) == choices
     assert entity_choices(world, PretrainConfig(direct_spread=0.25), seed=1) != choices
     assert {c.direct_prob for c in entity_choices(world, PretrainConfig(direct_prob=0.3, direct_spread=0.0), seed=0).values()} == {0.3}
+
+
+def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):
+    import mmsearch_r1.models.config as model_config
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.pretrain import fingerprint
+
+    (tmp_path / "world.json").write_text("{}")
+    cfg = load_config()
+    now = fingerprint(cfg, tmp_path)
+    monkeypatch.setattr(model_config, "DEMONSTRATIONS_VERSION", model_config.DEMONSTRATIONS_VERSION + 1)
+    assert fingerprint(cfg, tmp_path) != now

@@ -31,6 +31,12 @@ class ModelConfig(Section):
     tie_word_embeddings: bool = Field(True, description="Share the input embedding and the output head of the tiny model.")
 
 
+# What the demonstrations say, in the code that writes them (models/demos.py); part of the fingerprints that
+# decide whether a pretraining is resumed or a demo stage reused, so that a pretrained model made by older
+# code is made again. Raise it whenever the demonstrations' text or loss mask changes.
+DEMONSTRATIONS_VERSION = 2  # 2: the reasoning ends with the action it takes
+
+
 class PretrainConfig(Section):
     """Supervised pretraining that gives the tiny model partial knowledge and the protocol."""
 

@@ -342,12 +342,16 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
 
 
 def fingerprint(cfg: Any, world_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: model, pretraining, protocol, seed and the world file."""
+    """What a checkpoint must match to be resumed: model, pretraining, protocol, seed, the world file and the
+    version of the demonstrations."""
+    from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
+
     parts = {
         "model": cfg.model.model_dump(mode="json"),
         "pretrain": cfg.pretrain.model_dump(mode="json", exclude=set(cfg.pretrain.RUN_ONLY)),
         "protocol": cfg.protocol.model_dump(mode="json"), "seed": cfg.seed,
         "world": hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest(),
+        "demonstrations": DEMONSTRATIONS_VERSION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
