@@ -56,4 +56,4 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     """Unknown commands and bad options: click's own, and those of the copy of click that newer typer carries."""
     import click
 
-    return (click.ClickException, *(c for c in (getattr(typer, "TyperException", None),) if c is not None))
+    return (click.ClickException, typer.TyperException) if hasattr(typer, "TyperException") else (click.ClickException,)
