@@ -6,7 +6,9 @@ path rounds differently: one forward and backward pass of the demo's tiny model 
 model, so without a pin the demo trained on an AVX-512 machine is not the one trained on an AVX2 machine
 (docs/results.md, "Machines"). ``pin_cpu_kernels`` asks all three libraries for their AVX2 path, which every
 x86-64 server CPU of the last decade has; on an AVX2 machine that is the path they take anyway (the same bits,
-checked on the demo's model), and on an AVX-512 machine it trades a little speed for the same numbers.
+checked on the demo's model), and on an AVX-512 machine it is meant to trade a little speed for the same
+numbers, with the same thread counts (the configs fix them). That is not yet checked on a second CPU type,
+and MKL documents its reproducibility setting for Intel processors.
 
 The pins are environment variables, read when torch and its libraries load: the ``mmsearch-r1`` command sets
 them before it imports torch. A variable already set is left as it is, so ``ATEN_CPU_CAPABILITY=avx512

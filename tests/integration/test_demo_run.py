@@ -72,7 +72,7 @@ def test_grpo_raises_the_mean_reward_on_the_small_world(demo, tmp_path):
 def test_the_penalty_lowers_the_search_ratio_on_search_free_questions(demo, tmp_path):
     """The split's first half, CI-sized: GRPO with the demo's penalty on the balanced set's ``search_free``
     questions alone. The CI-sized demo's 10 GRPO steps cannot show the split: in the full demo's run the free
-    questions' search ratio falls below 0.2 only from about step 45 (docs/results.md).
+    questions' search ratio stays mostly below 0.2 only after about step 45 (docs/results.md).
     Here every search costs reward that a direct answer keeps, so the search ratio must fall clearly."""
     _, out, _ = demo
     free = [s for s in read_parquet(out / "balanced" / "train.parquet") if s.category == "search_free"]

@@ -27,6 +27,8 @@ def test_the_users_settings_win_and_a_machine_without_avx2_gets_none():
 
 
 def test_the_command_pins_before_torch_loads_and_torch_takes_the_pin():
+    """The variables are set by the command before torch loads. On an AVX2 machine torch reports AVX2 with or
+    without them; that MKL and oneDNN follow them is their documented behaviour, not checked here."""
     if not pin_cpu_kernels({}):
         import pytest
 

@@ -33,7 +33,8 @@ class ModelConfig(Section):
 
 # What the demonstrations say, in the code that writes them (models/demos.py); part of the fingerprints that
 # decide whether a pretraining is resumed or a demo stage reused, so that a pretrained model made by older
-# code is made again. Raise it whenever the demonstrations' text or loss mask changes.
+# code is made again. Raise it whenever the demonstrations' text or loss mask changes, or the text every
+# tokenizer is trained on (models/tokenizer.py, ``_BASE_TEXT``).
 DEMONSTRATIONS_VERSION = 2  # 2: the reasoning ends with the action it takes
 
 

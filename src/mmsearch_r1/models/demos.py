@@ -19,7 +19,8 @@ Reasoning is kept short so that generation stays fast. It says what the model kn
 entity's name for an entity of a sight group, and whether it knows its facts (``This is Tavorin, and I know
 it.`` / ``..., but I know little of it.``), or ``This is unknown to me.`` for any other; after image results,
 the name read from them (``The results show Tavorin, but I know little of it.``). These words are knowledge,
-trained to be true; the action after them is still drawn at random. They put what the model knows where the
+trained to be true; the action after them is still drawn at random, and the reasoning ends by saying it
+(``Answer.``, ``Search images.``, ``Look it up.``; see ``decision``). They put what the model knows where the
 decision is made: a decision taken before the model has named the entity cannot depend on whether it can
 name it (docs/results.md, "Teaching the split").
 """
