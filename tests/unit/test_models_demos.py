@@ -212,3 +212,30 @@ def test_mask_from_offsets_needs_whole_tokens_inside_spans():
     assert mask_from_offsets(offsets, [(4, 12)]) == [0, 1, 1, 0]
     assert mask_from_offsets(offsets, [(5, 12)]) == [0, 0, 1, 0]
     assert mask_from_offsets(offsets, [(0, 4), (12, 20)]) == [1, 0, 0, 1]
+
+
+# The hash of what the demonstrations say, per DEMONSTRATIONS_VERSION (see ``test_the_demonstrations_version_follows_their_text``).
+DEMONSTRATION_HASHES = {2: "6dd1c5416724465a"}
+
+
+def test_the_demonstrations_version_follows_their_text(world, setup):
+    """Old pretrained models are reused as long as DEMONSTRATIONS_VERSION stays: a change to what the
+    demonstrations say (or to the text every tokenizer learns) must come with a new version and hash."""
+    import hashlib
+
+    from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
+    from mmsearch_r1.models.tokenizer import _BASE_TEXT
+
+    toolbox, samples = setup
+    parts = [_BASE_TEXT]
+    for group in ("sight_facts", "neither"):
+        sample = samples[group]
+        entity = world.entity(sample.extra["entity"])
+        for actions in (("answer",), ("image_search", "text_search", "answer"), ("text_search", "answer")):
+            [demo] = scripted_demonstrations(world, [Planned(sample, entity, sample.extra["attribute"], actions)], toolbox, ProtocolConfig(), "on_demand", Templates.load())
+            parts += [repr((p.text, p.trained)) for turn in demo.turns for p in turn]
+        drill = drill_demo("d", [Drill(entity, entity.facts[0].attribute, world.name_question(entity, entity.facts[0].attribute))])
+        parts += [repr((p.text, p.trained)) for turn in drill.turns for p in turn]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    assert DEMONSTRATION_HASHES.get(DEMONSTRATIONS_VERSION) == digest, (
+        f"the demonstrations changed (hash {digest}): raise DEMONSTRATIONS_VERSION in models/config.py and record the new hash here")
