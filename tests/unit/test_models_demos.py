@@ -14,9 +14,12 @@ from mmsearch_r1.models.demos import (
     Drill,
     MadeUpFacts,
     Planned,
+    SwappedNames,
     draw_actions,
     drill_demo,
     fact_in,
+    naming_demo,
+    swap_names,
     name_in,
     reading_demo,
     scripted_demonstrations,
@@ -159,6 +162,40 @@ def test_made_up_results_state_world_values_and_demonstrations_answer_what_they_
         trained = "".join(p.text for turn in demo.turns for p in turn if p.trained)
         assert f" {read}" in trained and (read == sample.answers[0] or f" {sample.answers[0]}" not in trained)
     assert world_values(world)[attribute] == sorted(values)
+
+
+@pytest.mark.parametrize("workflow", ["on_demand", "rag"])
+def test_swapped_names_are_read_from_the_titles_and_followed(world, setup, workflow):
+    toolbox, samples = setup
+    sample = samples["neither"]
+    entity, attribute = world.entity(sample.extra["entity"]), sample.extra["attribute"]
+    shown = next(e for e in world.entities if not e.known_by_sight and e is not entity and attribute in {f.attribute for f in e.facts})
+    swapped = Toolbox(SwappedNames(toolbox.image, {id(sample.image): (entity.name, shown.name)}), toolbox.text)
+    titles = [h.title for h in swapped.image.search(sample.image)]
+    assert titles[0] == f"{shown.name} guild profile" and entity.name not in " ".join(titles)
+    other = Image.new("RGB", (28, 28), next(c for c, n in swapped.image.inner.entity_of.items() if n == shown.name))
+    assert [h.title for h in swapped.image.search(other)] == [h.title for h in toolbox.image.search(other)]  # other images: untouched
+    actions = ("image_search", "text_search", "answer") if workflow == "on_demand" else ("text_search", "answer")
+    [demo] = scripted_demonstrations(world, [Planned(sample, entity, attribute, actions, shown_as=shown)], swapped, ProtocolConfig(), workflow, Templates.load())
+    trained = "".join(p.text for turn in demo.turns for p in turn if p.trained)
+    assert f"The results show {shown.name}," in trained and entity.name not in trained  # named by reading, never by sight
+    assert toolbox.text.queries[-1] == world.text_query(shown, attribute)
+    assert demo.messages[-1].text.endswith(f"<answer> {shown.fact(attribute).answer}</answer>")  # what the results it found say
+
+
+def test_naming_drills_train_the_name_the_top_title_gives(world, setup):
+    toolbox, samples = setup
+    sample = samples["neither"]
+    pictured = world.entity(sample.extra["entity"])
+    named = next(e for e in world.entities if e.facts_known and e is not pictured)
+    hits = swap_names(toolbox.image.search(sample.image), pictured.name, named.name)
+    demo = naming_demo("n", "Q?", hits, named, "flag colour", Templates.load())
+    assert [m.role for m in demo.messages] == ["user", "assistant"] and len(demo.images) == len(hits)
+    assert demo.messages[0].text.startswith("<information>\n1. ") and f" {named.name} guild profile" in demo.messages[0].text
+    assert [p.text for turn in demo.turns for p in turn if p.trained] == [f" {named.name}", " and", f" {named.name}"]  # knowledge only
+    assert not demo.train_end_of_turn
+    unread = naming_demo("n", "Q?", hits[1:], named, "flag colour", Templates.load())  # the top title names another entity
+    assert not any(p.trained for turn in unread.turns for p in turn)
 
 
 def test_direct_and_rag_workflows_use_their_own_prompts(world, setup):

@@ -72,6 +72,44 @@ def test_entity_choices_depend_on_the_entity_never_on_the_group():
     assert {c.direct_prob for c in entity_choices(world, PretrainConfig(direct_prob=0.3, direct_spread=0.0), seed=0).values()} == {0.3}
 
 
+def test_swapped_names_go_only_to_image_searches_on_entities_the_model_cannot_recognise():
+    from types import SimpleNamespace as S
+
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.demos import Planned
+    from mmsearch_r1.models.pretrain import DemoSource
+    from mmsearch_r1.world.build import generate_world
+
+    world = generate_world(seed=0, size="small")
+    plans = {}
+    for i, entity in enumerate(world.entities):
+        attribute = entity.facts[0].attribute
+        for actions in (("answer",), ("text_search", "answer"), ("image_search", "answer")):
+            plans.setdefault((i % 3, "on_demand"), []).append(Planned(S(id=f"{entity.name}{actions}"), entity, attribute, actions))
+        plans.setdefault((0, "rag"), []).append(Planned(S(id=entity.name), entity, attribute, ("text_search", "answer")))
+
+    def swapped(share, e=0):
+        source = DemoSource.__new__(DemoSource)
+        source.cfg, source.world = load_config(None, [f"pretrain.swapped_names={share}"]), world
+        return [pl for plans_ in source.with_swapped_names(plans, e).values() for pl in plans_]
+
+    assert all(pl.shown_as is None for pl in swapped(0.0))
+    every = swapped(1.0)
+    for pl in every:
+        searches_images = "image_search" in pl.actions or pl.sample.id == pl.entity.name
+        if searches_images and not pl.entity.known_by_sight:
+            assert pl.shown_as is not None and pl.shown_as is not pl.entity and not pl.shown_as.known_by_sight
+            assert pl.attribute in {f.attribute for f in pl.shown_as.facts}
+        else:
+            assert pl.shown_as is None
+    half = [pl.shown_as is not None for pl in swapped(0.5)]
+    assert 0 < sum(half) < sum(pl.shown_as is not None for pl in every)
+    assert swapped(0.5) == swapped(0.5) and swapped(0.5, e=1) != swapped(0.5)  # drawn from the seed and the epoch
+    source = DemoSource.__new__(DemoSource)
+    source.cfg, source.world = load_config(), world
+    assert source.cfg.pretrain.naming_drills == 0 and source.naming(0) == []  # off by default: the demo's pretraining is unchanged
+
+
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):
     import mmsearch_r1.models.config as model_config
     from mmsearch_r1.config import load_config

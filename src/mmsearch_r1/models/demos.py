@@ -9,11 +9,12 @@ local image and text indexes, so their contexts are exactly those a model meets,
 (``on_demand``; and, for a share of them, ``direct`` and ``rag``, the evaluation's other two workflows).
 
 Every demonstration answers by its knowledge or by reading the results: the entity's name from the top
-image-search title, the fact from the top text-search summary (under ``MadeUpFacts``, a made-up value that
-the demonstration copies). A piece of text that the pretrained model cannot know at that point (a name it
-cannot recognise and has not read, a fact it does not know and has not read) is kept in the context but left
-out of the loss, so the demonstrations teach the protocol and the reading of results without teaching
-knowledge the knowledge groups withhold.
+image-search title (under ``SwappedNames``, another entity's name, which it then follows), the fact from the
+top text-search summary (under ``MadeUpFacts``, a made-up value that the demonstration copies). A piece of
+text that the pretrained model cannot know at that point (a name it cannot recognise and has not read, a
+fact it does not know and has not read) is kept in the context but left out of the loss, so the
+demonstrations teach the protocol and the reading of results without teaching knowledge the knowledge
+groups withhold.
 
 Reasoning is kept short so that generation stays fast. It says what the model knows before it acts: the
 entity's name for an entity of a sight group, and whether it knows its facts (``This is Tavorin, and I know
@@ -238,6 +239,37 @@ class MemoTextSearch(TextSearch):
         return self._memo[(query, k)]
 
 
+class SwappedNames(ImageSearch):
+    """An image search whose results, for chosen question images, give an entity's titles another entity's
+    name and that entity's titles the first's (pretraining only).
+
+    ``swaps`` maps ``id(question image)`` to the two names. The demonstration then reads the swapped name
+    from the top title and goes on with that entity (its query, its facts): naming an entity the model cannot
+    recognise is right only by copying the title, never by recognising the emblem, which its knowledge group
+    withholds (docs/model.md, "Reading").
+    """
+
+    def __init__(self, inner: ImageSearch, swaps: dict[int, tuple[str, str]]):
+        self.inner, self.swaps = inner, swaps
+
+    def search(self, image: "Image.Image", k: int = 5) -> list["ImageHit"]:
+        hits = self.inner.search(image, k)
+        return swap_names(hits, *self.swaps[id(image)]) if id(image) in self.swaps else hits
+
+
+def swap_names(hits: list["ImageHit"], a: str, b: str) -> list["ImageHit"]:
+    """The hits with the names ``a`` and ``b`` swapped in their titles (whole words).
+
+    >>> from mmsearch_r1.tools.base import ImageHit
+    >>> [h.title for h in swap_names([ImageHit(None, "Tavorin guild profile", "u"), ImageHit(None, "Mesku chronicle", "v")], "Tavorin", "Mesku")]
+    ['Mesku guild profile', 'Tavorin chronicle']
+    """
+    from dataclasses import replace
+
+    swapped = {a.lower(): b, b.lower(): a}
+    return [replace(h, title=" ".join(swapped.get(w.lower(), w) for w in h.title.split(" "))) for h in hits]
+
+
 class MadeUpFacts(TextSearch):
     """A text search whose results state made-up values: every fact sentence of every entity a title names
     says a value drawn from the world's values of that attribute (pretraining only).
@@ -297,6 +329,7 @@ class Planned:
     entity: "Entity"
     attribute: str
     actions: tuple[str, ...]
+    shown_as: "Entity | None" = None  # the entity the image results name instead (``SwappedNames``)
 
 
 WORKFLOW_ACTIONS = {"direct": ("answer",), "rag": ("text_search", "answer")}  # the model's turns; rag's image search is the environment's
@@ -345,6 +378,8 @@ class DemoScript:
         entity, fact = plan.entity, plan.sample.answers[0]
         attribute = self.world.attribute(plan.attribute)
         title, summary = top_image_title(context.messages), top_text_summary(context.messages)
+        if title is not None and plan.shown_as is not None:  # the results name another entity: go on with it
+            entity, fact = plan.shown_as, plan.shown_as.fact(plan.attribute).answer
         knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
         knows_facts = entity.facts_known
         head = first_thoughts(entity.name, entity.known_by_sight, knows_facts) if title is None else results_show(entity.name, knows_name, knows_facts)
@@ -432,6 +467,25 @@ def reading_demo(drill_id: str, question: str, hits: list["TextHit"], answer: st
     message, _ = text_results_turn(hits, question, templates)
     demo = Demonstration(drill_id, "reading", [message], [])
     demo.add_turn(reading_turn(answer, sentence, bool(hits) and fact_in(hits[0].summary, [answer])), "answer")
+    return demo
+
+
+def naming_demo(drill_id: str, question: str, hits: list["ImageHit"], entity: "Entity", phrase: str, templates: Templates) -> Demonstration:
+    """Name-reading practice: one chat of image results and the question, then the name the top title gives
+    and a text query with it (``results show`` as in an episode).
+
+    The name is trained where the top title gives it, and whether the model knows that entity's facts; the
+    decision to look it up is not. Pretraining shows titles naming an entity drawn at random in place of
+    the pictured one (``swap_names``), so that the name comes from reading, not from the thumbnails.
+    """
+    from mmsearch_r1.protocol import image_results_turn
+
+    message, images = image_results_turn(hits, question, 0, templates)
+    demo = Demonstration(drill_id, "naming", [message], images, train_end_of_turn=False)
+    read = bool(hits) and name_in(hits[0].title, entity.name)
+    pieces = [Piece("<reason>The results show", False)] + named(entity.name, read, entity.facts_known, drill=True)
+    pieces += [decision("text_search", False), Piece("<text_search>", False), Piece(f" {entity.name}", read), Piece(f" {phrase}</text_search>", False)]
+    demo.add_turn(pieces, "text_search")
     return demo
 
 

@@ -22,6 +22,9 @@ Choices worth knowing:
   turn, so that recognition carries over to the far longer first turn of an episode.
 - *Reading drills* (``reading_drills`` per epoch) are the last step of an episode alone: text results, then
   the answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
+- *Name-reading drills* and *swapped names* (``naming_drills``, ``swapped_names``; off by default) show image
+  results whose titles name another entity than the pictured one, so that naming an entity the model cannot
+  recognise is learnt as reading the title (docs/model.md, "Reading names").
 - The first ``drill_epochs`` epochs hold the drills alone (a warm-up on short, easy questions); each later
   epoch adds ``protocol_demos`` protocol demonstrations with freshly drawn action sequences. Their text
   results state made-up values too (``made_up_results``): copying what the results say is then the only way
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD = 101, 102, 103, 104, 105
+STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD, STREAM_NAMES = 101, 102, 103, 104, 105, 106
 
 
 # --- the world's text, tools and questions -----------------------------------------------------------
@@ -163,7 +166,7 @@ class DemoSource:
         """
         import numpy as np
 
-        from mmsearch_r1.models.demos import WORKFLOW_ACTIONS, MadeUpFacts, Planned, draw_actions, sample_entity, scripted_demonstrations
+        from mmsearch_r1.models.demos import WORKFLOW_ACTIONS, MadeUpFacts, Planned, SwappedNames, draw_actions, sample_entity, scripted_demonstrations
 
         p, world = self.cfg.pretrain, self.world
         if e < p.drill_epochs:
@@ -181,17 +184,42 @@ class DemoSource:
             label = f"{workflow}:{'+'.join(actions)}"
             counts[label] = counts.get(label, 0) + 1
             by_round.setdefault((k // len(self.samples), workflow), []).append(Planned(sample, entity, attribute, actions))
+        by_round = self.with_swapped_names(by_round, e)
         toolbox = self.toolbox
         if p.made_up_results:
             toolbox = replace(toolbox, text=MadeUpFacts(toolbox.text, world, [self.cfg.seed, STREAM_VALUES, e]))
+        swaps = {id(x.sample.image): (x.entity.name, x.shown_as.name) for plans in by_round.values() for x in plans if x.shown_as}
+        if swaps:
+            toolbox = replace(toolbox, image=SwappedNames(toolbox.image, swaps))
         out = []
         for (_, workflow), plans in sorted(by_round.items()):
             for demo in scripted_demonstrations(world, plans, toolbox, self.cfg.protocol, workflow, self.templates):
                 out.append(self._encode(demo))
         return out + self.drills(e)
 
+    def with_swapped_names(self, by_round: dict, e: int) -> dict:
+        """The plans, a ``swapped_names`` share of those with an image search on an entity the model cannot
+        recognise shown as another such entity with the same attribute (``demos.SwappedNames``)."""
+        import numpy as np
+
+        share = self.cfg.pretrain.swapped_names
+        if share <= 0:
+            return by_round
+        rng = np.random.default_rng([self.cfg.seed, STREAM_NAMES, e])
+        unseen = [x for x in self.world.entities if not x.known_by_sight]
+        out = {}
+        for key, plans in sorted(by_round.items()):
+            out[key] = []
+            for planned in plans:
+                others = [x for x in unseen if x is not planned.entity and planned.attribute in {f.attribute for f in x.facts}]
+                searches_images = "image_search" in planned.actions or key[1] == "rag"
+                if searches_images and not planned.entity.known_by_sight and others and rng.random() < share:
+                    planned = replace(planned, shown_as=others[int(rng.integers(len(others)))])
+                out[key].append(planned)
+        return out
+
     def drills(self, e: int) -> list["Encoded"]:
-        """Knowledge drills (fresh renderings of every entity, fact-group facts asked by name), then reading drills."""
+        """Knowledge drills (fresh renderings of every entity, fact-group facts asked by name), then reading and name-reading drills."""
         import numpy as np
 
         from mmsearch_r1.models.demos import Drill, drill_demo
@@ -213,7 +241,7 @@ class DemoSource:
         out = [self._encode(drill_demo(f"drill-{e}-c{k}", [d], self.templates)) for k, d in enumerate(order[:in_context])]
         packed = order[in_context:]
         chats = [packed[i:i + p.drill_size] for i in range(0, len(packed), p.drill_size)]
-        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng)
+        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng) + self.naming(e)
 
     def reading(self, e: int, rng: "np.random.Generator") -> list["Encoded"]:
         """``reading_drills`` reading drills, on the facts of every entity in turn, each with a made-up value.
@@ -239,6 +267,30 @@ class DemoSource:
             question = templates[int(rng.integers(len(templates)))].text
             shown = with_value(hits, world, entity, fact.attribute, value)
             out.append(self._encode(reading_demo(f"read-{e}-{r}", question, shown, value, attribute.fact_sentence, self.templates)))
+        return out
+
+    def naming(self, e: int) -> list["Encoded"]:
+        """``naming_drills`` name-reading drills: a fresh rendering of every entity in turn, its image results
+        with the titles naming an entity drawn from the whole world (``demos.naming_demo``)."""
+        import numpy as np
+
+        from mmsearch_r1.models.demos import naming_demo, swap_names
+        from mmsearch_r1.world.render import render_entity
+
+        world, count = self.world, self.cfg.pretrain.naming_drills
+        if count == 0:
+            return []
+        rng = np.random.default_rng([self.cfg.seed, STREAM_NAMES, e, 1])
+        entities = world.entities
+        order = np.concatenate([rng.permutation(len(entities)) for _ in range(math.ceil(count / len(entities)))])[:count]
+        out = []
+        for r, i in enumerate(int(i) for i in order):
+            pictured, named = entities[i], entities[int(rng.integers(len(entities)))]
+            attribute = named.facts[int(rng.integers(len(named.facts)))].attribute
+            templates = world.templates_for(attribute, "train")
+            question = templates[int(rng.integers(len(templates)))].text
+            hits = swap_names(self.toolbox.image.search(render_entity(world, pictured, rng), self.cfg.protocol.image_top_k), pictured.name, named.name)
+            out.append(self._encode(naming_demo(f"name-{e}-{r}", question, hits, named, world.attribute(attribute).phrase, self.templates)))
         return out
 
 
