@@ -77,3 +77,25 @@ def test_resume_refuses_a_different_config(world_dir, tmp_path):
 def test_missing_world_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="world build"):
         pretrain(load_config(None, TINY), tmp_path / "nothing", tmp_path / "out")
+
+
+def test_every_demonstration_names_the_entity_its_own_top_title_gives(world_dir, monkeypatch):
+    """Swapped names and name-reading drills on the real indexes: whatever a demonstration says after image
+    results is the name its own top title gives, also for samples that recur in an epoch's second round."""
+    from types import SimpleNamespace
+
+    from mmsearch_r1.models.demos import name_in, top_image_title
+    from mmsearch_r1.models.pretrain import DemoSource, read_split, world_toolbox
+    from mmsearch_r1.world.schema import load_world
+
+    samples = read_split(world_dir, "train")
+    cfg = load_config(None, [f"pretrain.protocol_demos={2 * len(samples)}", "pretrain.swapped_names=1.0", "pretrain.naming_drills=12", "pretrain.drill_epochs=0", "pretrain.rag_share=0.3"])
+    monkeypatch.setattr(DemoSource, "_encode", lambda self, demo: demo)
+    demos = DemoSource(cfg, load_world(world_dir), samples, world_toolbox(world_dir), SimpleNamespace(image_processor=None)).epoch(0, {})
+    said = [(d, m.text.split("The results show ")[1].split(",")[0]) for d in demos for m in d.messages if m.role == "assistant" and "The results show " in m.text]
+    assert sum(d.group == "naming" for d, _ in said) == 12
+    pictured = {s.id: s.extra["entity"] for s in samples}
+    swapped = [name for d, name in said if d.group != "naming" and name != pictured[d.sample_id]]
+    assert len(said) > 100 and len(swapped) > 20  # many names read, many of them swapped in
+    for demo, name in said:
+        assert name_in(top_image_title(demo.messages), name), (demo.sample_id, name, top_image_title(demo.messages))

@@ -246,7 +246,7 @@ class SwappedNames(ImageSearch):
     ``swaps`` maps ``id(question image)`` to the two names. The demonstration then reads the swapped name
     from the top title and goes on with that entity (its query, its facts): naming an entity the model cannot
     recognise is right only by copying the title, never by recognising the emblem, which its knowledge group
-    withholds (docs/model.md, "Reading").
+    withholds (docs/model.md, "Reading names").
     """
 
     def __init__(self, inner: ImageSearch, swaps: dict[int, tuple[str, str]]):
@@ -258,16 +258,18 @@ class SwappedNames(ImageSearch):
 
 
 def swap_names(hits: list["ImageHit"], a: str, b: str) -> list["ImageHit"]:
-    """The hits with the names ``a`` and ``b`` swapped in their titles (whole words).
+    """The hits with the names ``a`` and ``b`` swapped in their titles (whole words, any case, as ``name_in`` finds them).
 
     >>> from mmsearch_r1.tools.base import ImageHit
-    >>> [h.title for h in swap_names([ImageHit(None, "Tavorin guild profile", "u"), ImageHit(None, "Mesku chronicle", "v")], "Tavorin", "Mesku")]
-    ['Mesku guild profile', 'Tavorin chronicle']
+    >>> [h.title for h in swap_names([ImageHit(None, "Tavorin guild profile", "u"), ImageHit(None, "(mesku) chronicle, Tavorinx", "v")], "Tavorin", "Mesku")]
+    ['Mesku guild profile', '(Tavorin) chronicle, Tavorinx']
     """
+    import re
     from dataclasses import replace
 
     swapped = {a.lower(): b, b.lower(): a}
-    return [replace(h, title=" ".join(swapped.get(w.lower(), w) for w in h.title.split(" "))) for h in hits]
+    pattern = re.compile(rf"\b({re.escape(a)}|{re.escape(b)})\b", re.IGNORECASE)
+    return [replace(h, title=pattern.sub(lambda m: swapped[m.group(0).lower()], h.title)) for h in hits]
 
 
 class MadeUpFacts(TextSearch):
@@ -378,7 +380,7 @@ class DemoScript:
         entity, fact = plan.entity, plan.sample.answers[0]
         attribute = self.world.attribute(plan.attribute)
         title, summary = top_image_title(context.messages), top_text_summary(context.messages)
-        if title is not None and plan.shown_as is not None:  # the results name another entity: go on with it
+        if title is not None and plan.shown_as is not None and name_in(title, plan.shown_as.name):  # the top title names another entity: go on with it
             entity, fact = plan.shown_as, plan.shown_as.fact(plan.attribute).answer
         knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
         knows_facts = entity.facts_known

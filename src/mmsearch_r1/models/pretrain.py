@@ -188,12 +188,12 @@ class DemoSource:
         toolbox = self.toolbox
         if p.made_up_results:
             toolbox = replace(toolbox, text=MadeUpFacts(toolbox.text, world, [self.cfg.seed, STREAM_VALUES, e]))
-        swaps = {id(x.sample.image): (x.entity.name, x.shown_as.name) for plans in by_round.values() for x in plans if x.shown_as}
-        if swaps:
-            toolbox = replace(toolbox, image=SwappedNames(toolbox.image, swaps))
         out = []
         for (_, workflow), plans in sorted(by_round.items()):
-            for demo in scripted_demonstrations(world, plans, toolbox, self.cfg.protocol, workflow, self.templates):
+            # a sample is in each round at most once, so its image names one swap (a sample recurs across rounds)
+            swaps = {id(x.sample.image): (x.entity.name, x.shown_as.name) for x in plans if x.shown_as}
+            tools = replace(toolbox, image=SwappedNames(toolbox.image, swaps)) if swaps else toolbox
+            for demo in scripted_demonstrations(world, plans, tools, self.cfg.protocol, workflow, self.templates):
                 out.append(self._encode(demo))
         return out + self.drills(e)
 
