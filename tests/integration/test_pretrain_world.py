@@ -99,3 +99,6 @@ def test_every_demonstration_names_the_entity_its_own_top_title_gives(world_dir,
     assert len(said) > 100 and len(swapped) > 20  # many names read, many of them swapped in
     for demo, name in said:
         assert name_in(top_image_title(demo.messages), name), (demo.sample_id, name, top_image_title(demo.messages))
+    by_name = {e.name: e for e in load_world(world_dir).entities}
+    drilled = {name for d, name in said if d.group == "naming"}
+    assert len(drilled) > 1 and not any(by_name[name].known_by_sight for name in drilled)  # a recognised entity keeps its own name

@@ -63,7 +63,7 @@ class PretrainConfig(Section):
     unrecognised_drills: int = Field(6, ge=0, le=256, description="Fresh renderings of each other entity drilled per epoch (the model says it does not recognise it).")
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
     reading_drills: int = Field(160, ge=0, le=1_000_000, description="Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value.")
-    naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results whose titles name an entity drawn at random in place of the pictured one, then that name and a query with it (docs/model.md, \"Reading names\").")
+    naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")
     swapped_names: float = Field(0.0, ge=0.0, le=1.0, description="Share of protocol demonstrations with an image search, on an entity the model cannot recognise, whose results give it another such entity's name (read and followed): naming it then takes reading the title (docs/model.md, \"Reading names\").")
     drill_context_share: float = Field(0.15, ge=0.0, le=1.0, description="Share of drills asked one per chat in the protocol's real opening turn.")

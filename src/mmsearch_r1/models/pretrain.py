@@ -270,8 +270,12 @@ class DemoSource:
         return out
 
     def naming(self, e: int) -> list["Encoded"]:
-        """``naming_drills`` name-reading drills: a fresh rendering of every entity in turn, its image results
-        with the titles naming an entity drawn from the whole world (``demos.naming_demo``)."""
+        """``naming_drills`` name-reading drills: a fresh rendering of every entity the model cannot recognise in
+        turn, its image results with the titles naming one of them drawn at random (``demos.naming_demo``).
+
+        Like ``swapped_names``, only on entities the model cannot recognise: a model that recognises the
+        picture keeps the name it knows (drills over the sight groups taught it to say the title's name
+        instead, docs/model.md, "Reading names")."""
         import numpy as np
 
         from mmsearch_r1.models.demos import naming_demo, swap_names
@@ -281,7 +285,7 @@ class DemoSource:
         if count == 0:
             return []
         rng = np.random.default_rng([self.cfg.seed, STREAM_NAMES, e, 1])
-        entities = world.entities
+        entities = [x for x in world.entities if not x.known_by_sight]
         order = np.concatenate([rng.permutation(len(entities)) for _ in range(math.ceil(count / len(entities)))])[:count]
         out = []
         for r, i in enumerate(int(i) for i in order):
