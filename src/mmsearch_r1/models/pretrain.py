@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from mmsearch_r1.models.encode import Encoded, PixelCache
     from mmsearch_r1.models.policy import Policy
     from mmsearch_r1.tools.base import Toolbox
-    from mmsearch_r1.world.schema import World
+    from mmsearch_r1.world.schema import Entity, World
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
@@ -197,6 +197,12 @@ class DemoSource:
                 out.append(self._encode(demo))
         return out + self.drills(e)
 
+    @property
+    def unrecognisable(self) -> list["Entity"]:
+        """The entities the model cannot recognise by sight, in world order: the only ones whose image results
+        ``swapped_names`` and ``naming_drills`` give another name."""
+        return [x for x in self.world.entities if not x.known_by_sight]
+
     def with_swapped_names(self, by_round: dict, e: int) -> dict:
         """The plans, a ``swapped_names`` share of those with an image search on an entity the model cannot
         recognise shown as another such entity with the same attribute (``demos.SwappedNames``)."""
@@ -206,7 +212,7 @@ class DemoSource:
         if share <= 0:
             return by_round
         rng = np.random.default_rng([self.cfg.seed, STREAM_NAMES, e])
-        unseen = [x for x in self.world.entities if not x.known_by_sight]
+        unseen = self.unrecognisable
         out = {}
         for key, plans in sorted(by_round.items()):
             out[key] = []
@@ -285,7 +291,7 @@ class DemoSource:
         if count == 0:
             return []
         rng = np.random.default_rng([self.cfg.seed, STREAM_NAMES, e, 1])
-        entities = [x for x in world.entities if not x.known_by_sight]
+        entities = self.unrecognisable
         order = np.concatenate([rng.permutation(len(entities)) for _ in range(math.ceil(count / len(entities)))])[:count]
         out = []
         for r, i in enumerate(int(i) for i in order):
