@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -19,6 +19,8 @@ from mmsearch_r1.config import load_config
 from mmsearch_r1.errors import ConfigError, ToolBadResponse, ToolError, ToolRateLimited, ToolRefusedTarget, ToolTimeout
 from mmsearch_r1.tools.web import SearxngSearch, SerpApiGoogle, SerpApiLens
 from mmsearch_r1.tools.webclient import RateLimiter, WebClient, check_target
+
+from loopback import LoopbackServer
 
 KEY = "sk-test-7f3a9c-SECRET"
 PAGE = """<html><head><title>Zorblax</title></head><body>
@@ -113,7 +115,7 @@ class FakeWeb(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeWeb)
+    httpd = LoopbackServer(("127.0.0.1", 0), FakeWeb)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}"
@@ -208,6 +210,14 @@ def test_failures_become_typed_errors_without_the_key(server, backend, behaviour
     assert KEY not in caplog.text
     retried = behaviour in ("slow", "limited", "broken")
     assert FakeWeb.counts[behaviour] == (cfg.web.max_retries + 1 if retried else 1)
+
+
+def test_a_client_that_gives_up_leaves_the_server_quiet(server, capfd):
+    """The reply to a timed-out request goes to a closed socket: the fake server must not print a traceback."""
+    with pytest.raises(ToolTimeout):
+        SerpApiGoogle(tools_cfg(server, "slow", max_retries=0)).search("q", k=3)
+    time.sleep(1.5)  # the handler sleeps 1 s, then writes its reply
+    assert "Exception occurred" not in capfd.readouterr().err
 
 
 def test_a_transient_5xx_is_retried(server):
