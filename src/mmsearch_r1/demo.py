@@ -75,6 +75,18 @@ def pretrained_fingerprint(world: str, cfg: Any) -> str:
     return fingerprint(world, settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol), DEMONSTRATIONS_VERSION)
 
 
+def balanced_fingerprint(pretrained: str, cfg: Any) -> str:
+    """The balanced set's: its labels weigh the reward's search penalty when they drop search-paying questions.
+
+    Under the published rule the stamp is the one balanced sets had before ``drop_search_paying`` existed, so
+    a demo folder made then keeps its balanced set and GRPO run.
+    """
+    balance = settings(cfg.balance)
+    if balance.pop("drop_search_paying"):
+        return fingerprint(pretrained, balance, cfg.reward.match, cfg.reward.search_penalty)
+    return fingerprint(pretrained, balance, cfg.reward.match)
+
+
 def grpo_fingerprint(balanced: str, cfg: Any, **reward_updates: Any) -> str:
     """The fingerprint of a GRPO stage: its data's, and the settings it runs with (``reward_updates`` applied).
 
@@ -209,7 +221,8 @@ def run_balance(world_dir: Path, policy_dir: Path, out: Path, cfg: Any, *, free_
     balance_cfg = cfg.balance if free_share is None else cfg.balance.model_copy(update={"free_share": free_share})
     result = balance(
         read_parquet(world_dir / "train.parquet"), hf_engine(policy_dir, cfg), world_toolbox(world_dir, cfg), balance_cfg,
-        protocol=cfg.protocol, max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match, seed=cfg.seed, progress=True,
+        protocol=cfg.protocol, max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match,
+        search_penalty=cfg.reward.search_penalty, seed=cfg.seed, progress=True,
     )
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(result.labelled, out / "labelled.parquet")
@@ -319,7 +332,7 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     stamps: dict[str, str] = {}
     stamps["world"] = fingerprint(cfg.seed, settings(cfg.world))
     stamps["pretrained"] = pretrained_fingerprint(stamps["world"], cfg)
-    stamps["balanced"] = fingerprint(stamps["pretrained"], settings(cfg.balance), cfg.reward.match)
+    stamps["balanced"] = balanced_fingerprint(stamps["pretrained"], cfg)
     stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)
     eval_inputs = eval_fingerprint_inputs(cfg)
     for name, upstream in (("eval_pretrained", "pretrained"), ("eval_oracle", "pretrained"), ("eval_grpo", "grpo")):

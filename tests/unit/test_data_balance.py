@@ -48,6 +48,17 @@ def test_keep_unsolved():
     assert label(0.0, 0.0, free_threshold=0.5, keep_unsolved=True) == "search_required"
 
 
+@pytest.mark.parametrize(
+    "direct, searched, penalty, expected",
+    [(0.75, 1.0, 0.1, None), (0.75, 0.75, 0.1, "search_free"), (1.0, 1.0, 0.1, "search_free"), (0.5, 1.0, 0.5, "search_free"),
+     (0.5, 0.75, 0.0, None), (0.25, 1.0, 0.1, "search_required"), (0.0, 0.0, 0.1, None)],
+)
+def test_a_free_label_needs_answering_to_earn_what_searching_earns(direct, searched, penalty, expected):
+    assert label(direct, searched, free_threshold=0.5, search_penalty=penalty) == expected
+    assert label(direct, searched, free_threshold=0.5, search_penalty=penalty, keep_unsolved=True) == (expected or (
+        "search_required" if direct < 0.5 else None))
+
+
 def test_balanced_subset_respects_share_size_and_seed():
     pool = [VQASample(str(i), "q", b"", ["a"], category="search_free" if i < 30 else "search_required") for i in range(60)]
     chosen = balanced_subset(pool, 1 / 3, 24, np.random.default_rng(1))
@@ -102,6 +113,32 @@ def test_balance_labels_from_the_models_own_success():
     assert result.summary()["agreement_with_generator"]["agreement"] == 1.0
     # 6 free and 6 required candidates; at 1 free : 2 required the largest mix is 3 + 6.
     assert Counter(s.category for s in result.selected) == {"search_free": 3, "search_required": 6}
+
+
+def test_questions_known_only_sometimes_but_always_read_are_dropped():
+    # q0 is answered right at once on every episode, q1 on every other one; with search both are read every time.
+    samples = [sample(0, "none"), sample(1, "none")]
+    calls = Counter()
+
+    def reply(context):
+        text = "".join(m.text for m in context.messages)
+        i = int(text.split("item ")[1].split(" ")[0])
+        if "<information>" in text and "the answer is" in text:
+            return f"<reason>read it</reason><answer>{text.split('the answer is ')[1].split()[0]}</answer>"
+        if "<information>" in text:
+            return f"<reason>look up</reason><text_search>motto gold{i}</text_search>"
+        calls[i] += 1
+        return f"<reason>r</reason><answer>{'gold%d' % i if i == 0 or calls[i] % 2 else 'unknown'}</answer>"
+
+    run = lambda **cfg: balance(samples, ScriptedEngine(reply), Toolbox(Lens(), Pages()), BalanceConfig(k=4, **cfg),  # noqa: E731
+                                protocol=ProtocolConfig(), max_new_tokens=32, search_penalty=0.1)
+    result = run(drop_search_paying=True)
+    assert result.direct_rate == {"q0": 1.0, "q1": 0.5} and result.search_rate == {"q0": 1.0, "q1": 1.0}
+    assert [s.id for s in result.labelled] == ["q0"] and result.search_paying == ["q1"] and result.dropped == []
+    assert result.summary()["dropped_search_paying"] == 1 and result.summary()["candidates"] == 2
+    published = run()  # the published rule (the default): free at the threshold, no search episodes for it
+    assert {s.id: s.category for s in published.labelled} == {"q0": "search_free", "q1": "search_free"}
+    assert published.search_rate == {}
 
 
 def test_candidates_caps_the_questions_labelled():

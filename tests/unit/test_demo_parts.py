@@ -7,8 +7,8 @@ import pytest
 from rich.console import Console
 
 from mmsearch_r1.config import load_config
-from mmsearch_r1.demo import (NO_PENALTY, Stage, StageRunner, ablation_stages, criteria, demo_config_path, demo_metrics, fingerprint,
-                              grpo_fingerprint, label_groups, pretrained_fingerprint, stage_done, unmet_checks)
+from mmsearch_r1.demo import (NO_PENALTY, Stage, StageRunner, ablation_stages, balanced_fingerprint, criteria, demo_config_path, demo_metrics,
+                              fingerprint, grpo_fingerprint, label_groups, pretrained_fingerprint, stage_done, unmet_checks)
 from mmsearch_r1.errors import ConfigError
 
 
@@ -35,6 +35,14 @@ def test_the_no_penalty_ablation_is_kept_when_only_the_penalty_changes():
     assert grpo_fingerprint("data", demo) != grpo_fingerprint("data", other)  # the demo's GRPO reruns
     assert grpo_fingerprint("data", demo, **NO_PENALTY) == grpo_fingerprint("data", other, **NO_PENALTY)
     assert grpo_fingerprint("data", demo, **NO_PENALTY) != grpo_fingerprint("data", load_config(demo_config_path("small"), ["train.lr=1e-4"]), **NO_PENALTY)
+
+
+def test_the_balanced_set_is_made_again_when_the_penalty_decides_its_labels():
+    config = lambda *overrides: load_config(demo_config_path("small"), list(overrides))  # noqa: E731
+    assert balanced_fingerprint("p", config()) == balanced_fingerprint("p", config("reward.search_penalty=0.3"))  # the published rule
+    weighed = "balance.drop_search_paying=true"
+    assert balanced_fingerprint("p", config(weighed)) != balanced_fingerprint("p", config(weighed, "reward.search_penalty=0.3"))
+    assert balanced_fingerprint("p", config()) != balanced_fingerprint("p", config(weighed))
 
 
 def test_a_pretraining_by_older_demonstrations_is_made_again(monkeypatch):

@@ -44,8 +44,11 @@ def balance(
 ) -> None:
     """Label each question search_free or search_required from the model's own success, and sample a balanced set.
 
-    The model answers every question balance.k times without search and (where that fails) with search;
-    the balanced set mixes the labels at balance.free_share (default 1 free : 2 required).
+    The model answers every question balance.k times without search and (where that fails) with search. A
+    question it answers right without search often enough (balance.free_threshold) is search_free; one only
+    search gets right is search_required. With balance.drop_search_paying=true every question gets its search
+    episodes, and a free one on which searching still earns more reward under reward.search_penalty is
+    dropped. The balanced set mixes the labels at balance.free_share (default 1 free : 2 required).
     """
     import json
 
@@ -59,7 +62,8 @@ def balance(
     cfg = load(config, set_)
     toolbox = world_toolbox(world, cfg) if world else build_toolbox(cfg.tools)
     result = run_balance(read_parquet(data), hf_engine(model, cfg), toolbox, cfg.balance, protocol=cfg.protocol,
-                         max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match, seed=cfg.seed, progress=True)
+                         max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match,
+                         search_penalty=cfg.reward.search_penalty, seed=cfg.seed, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     write_parquet(result.labelled, out / "labelled.parquet")

@@ -6,11 +6,18 @@ right without search often enough (``free_threshold``) is ``search_free``; one i
 search is ``search_required``; one it fails both ways is dropped (``keep_unsolved`` keeps it as required).
 The training set then mixes the two at ``free_share`` (published: about 1 free : 2 required).
 
+With ``drop_search_paying`` (opt-in) the labels also agree with the reward: a question answered right
+without search often enough, but on which searching still earns more (success with search times
+``1 - search_penalty`` above success without), is dropped too. As ``search_free`` it would teach GRPO to
+search where the label says not to; as ``search_required``, to search on what the model already knows.
+
 Pure parts (``success_rates``, ``label``, ``balanced_subset``, ``agreement``) are separate from the runner
 (``balance``), which needs an engine and tools.
 
 >>> label(0.75, 1.0, free_threshold=0.5), label(0.0, 0.5, free_threshold=0.5), label(0.0, 0.0, free_threshold=0.5)
 ('search_free', 'search_required', None)
+>>> label(0.75, 1.0, free_threshold=0.5, search_penalty=0.1), label(0.75, 0.75, free_threshold=0.5, search_penalty=0.1)
+(None, 'search_free')
 """
 
 from __future__ import annotations
@@ -41,13 +48,29 @@ def success_rates(trajectories: Sequence["Trajectory"], match: str = "em") -> di
     return {sample_id: sum(v) / len(v) for sample_id, v in correct.items()}
 
 
-def label(direct_rate: float, search_rate: float, *, free_threshold: float, keep_unsolved: bool = False) -> str | None:
-    """``search_free`` when direct success reaches the threshold, ``search_required`` when only search helps."""
+def label(direct_rate: float, search_rate: float, *, free_threshold: float, keep_unsolved: bool = False,
+          search_penalty: float | None = None) -> str | None:
+    """``search_free`` when direct success reaches the threshold, ``search_required`` when only search helps.
+
+    With ``search_penalty``, a question that reaches the threshold is ``search_free`` only if answering at
+    once earns at least the reward searching earns; otherwise it is dropped (None), whatever ``keep_unsolved``.
+    """
     if direct_rate >= free_threshold:
+        if search_penalty is not None and search_pays(direct_rate, search_rate, search_penalty):
+            return None
         return "search_free"
     if search_rate > direct_rate or keep_unsolved:
         return "search_required"
     return None
+
+
+def search_pays(direct_rate: float, search_rate: float, search_penalty: float) -> bool:
+    """Whether searching earns more accuracy reward than answering at once (the format reward aside).
+
+    >>> search_pays(0.75, 1.0, 0.1), search_pays(0.75, 0.75, 0.1), search_pays(0.5, 0.75, 0.5)
+    (True, False, False)
+    """
+    return (1.0 - search_penalty) * search_rate > direct_rate
 
 
 def balanced_subset(samples: Sequence[VQASample], free_share: float, size: int | None, rng: np.random.Generator) -> list[VQASample]:
@@ -99,12 +122,14 @@ class BalanceResult:
     dropped: list[str]
     direct_rate: dict[str, float] = field(default_factory=dict)
     search_rate: dict[str, float] = field(default_factory=dict)
+    search_paying: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {
-            "candidates": len(self.labelled) + len(self.dropped),
+            "candidates": len(self.labelled) + len(self.dropped) + len(self.search_paying),
             "labelled": dict(Counter(s.category for s in self.labelled)),
             "dropped_unsolved": len(self.dropped),
+            "dropped_search_paying": len(self.search_paying),
             "selected": dict(Counter(s.category for s in self.selected)),
             "agreement_with_generator": agreement(self.labelled),
             "selected_by_need": dict(Counter(s.search_need or "unknown" for s in self.selected)),
@@ -120,10 +145,15 @@ def balance(
     protocol: "ProtocolConfig",
     max_new_tokens: int,
     match: str = "em",
+    search_penalty: float = 0.0,
     seed: int = 0,
     progress: bool = False,
 ) -> BalanceResult:
-    """Run the model ``k`` times per question without and with search, label, and sample the balanced set."""
+    """Run the model ``k`` times per question without and with search, label, and sample the balanced set.
+
+    ``search_penalty`` is the reward's; with ``cfg.drop_search_paying`` it decides which questions answered
+    right without search still pay to search (and every question then gets its search episodes).
+    """
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.rollout import rollout
 
@@ -136,14 +166,19 @@ def balance(
         seed=seed + offset, workflow=workflow, progress=progress,
     )
     direct = success_rates(run(samples, "direct", 0), match)
-    needs_search = [s for s in samples if direct[s.id] < cfg.free_threshold]
+    penalty = search_penalty if cfg.drop_search_paying else None
+    needs_search = samples if penalty is not None else [s for s in samples if direct[s.id] < cfg.free_threshold]
     searched = success_rates(run(needs_search, "rag", 1), match) if needs_search else {}
-    labelled, dropped = [], []
+    labelled, dropped, search_paying = [], [], []
     for sample in samples:
-        category = label(direct[sample.id], searched.get(sample.id, 0.0), free_threshold=cfg.free_threshold, keep_unsolved=cfg.keep_unsolved)
-        if category is None:
-            dropped.append(sample.id)
-        else:
+        category = label(direct[sample.id], searched.get(sample.id, 0.0), free_threshold=cfg.free_threshold,
+                         keep_unsolved=cfg.keep_unsolved, search_penalty=penalty)
+        if category is not None:
             labelled.append(replace(sample, category=category))
+        elif direct[sample.id] >= cfg.free_threshold:
+            search_paying.append(sample.id)
+        else:
+            dropped.append(sample.id)
     selected = balanced_subset(labelled, cfg.free_share, cfg.size, np.random.default_rng(seed))
-    return BalanceResult(selected=selected, labelled=labelled, dropped=dropped, direct_rate=direct, search_rate=searched)
+    return BalanceResult(selected=selected, labelled=labelled, dropped=dropped, direct_rate=direct, search_rate=searched,
+                         search_paying=search_paying)

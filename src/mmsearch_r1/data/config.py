@@ -17,4 +17,7 @@ class BalanceConfig(Section):
     free_share: float = Field(1 / 3, ge=0.0, le=1.0, description="Share of search_free questions in the balanced set (published: about 1 free : 2 required).")
     size: int | None = Field(None, ge=1, description="Most questions in the balanced set; None keeps as many as the share allows.")
     keep_unsolved: bool = Field(False, description="Keep questions the model fails even with search (as search_required).")
+    drop_search_paying: bool = Field(False, description=(
+        "Also run the search episodes on the questions answered right without search, and drop those on which searching "
+        "still earns more reward (success with search times 1 - reward.search_penalty above success without)."))
 
