@@ -12,6 +12,7 @@ from mmsearch_r1.data import VQASample
 from mmsearch_r1.data.balance import agreement, balance, balanced_subset, label, success_rates
 from mmsearch_r1.data.config import BalanceConfig
 from mmsearch_r1.engines.scripted import ScriptedEngine
+from mmsearch_r1.errors import ConfigError
 from mmsearch_r1.tools.base import ImageHit, ImageSearch, TextHit, TextSearch, Toolbox
 from mmsearch_r1.trajectory import Trajectory
 
@@ -139,6 +140,9 @@ def test_questions_known_only_sometimes_but_always_read_are_dropped():
     published = run()  # the published rule (the default): free at the threshold, no search episodes for it
     assert {s.id: s.category for s in published.labelled} == {"q0": "search_free", "q1": "search_free"}
     assert published.search_rate == {}
+    with pytest.raises(ConfigError, match="search penalty"):
+        balance(samples, ScriptedEngine(reply), Toolbox(Lens(), Pages()), BalanceConfig(drop_search_paying=True),
+                protocol=ProtocolConfig(), max_new_tokens=32)
 
 
 def test_candidates_caps_the_questions_labelled():

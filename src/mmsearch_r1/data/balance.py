@@ -11,7 +11,7 @@ without search often enough, but on which searching still earns more (success wi
 ``1 - search_penalty`` above success without), is dropped too. As ``search_free`` it would teach GRPO to
 search where the label says not to; as ``search_required``, to search on what the model already knows.
 
-Pure parts (``success_rates``, ``label``, ``balanced_subset``, ``agreement``) are separate from the runner
+Pure parts (``success_rates``, ``label``, ``search_pays``, ``balanced_subset``, ``agreement``) are separate from the runner
 (``balance``), which needs an engine and tools.
 
 >>> label(0.75, 1.0, free_threshold=0.5), label(0.0, 0.5, free_threshold=0.5), label(0.0, 0.0, free_threshold=0.5)
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from mmsearch_r1.data.schema import VQASample
+from mmsearch_r1.errors import ConfigError
 from mmsearch_r1.reward import is_correct
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def balance(
     protocol: "ProtocolConfig",
     max_new_tokens: int,
     match: str = "em",
-    search_penalty: float = 0.0,
+    search_penalty: float | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> BalanceResult:
@@ -154,6 +155,8 @@ def balance(
     ``search_penalty`` is the reward's; with ``cfg.drop_search_paying`` it decides which questions answered
     right without search still pay to search (and every question then gets its search episodes).
     """
+    if cfg.drop_search_paying and search_penalty is None:
+        raise ConfigError("balance.drop_search_paying weighs the reward's search penalty; pass search_penalty=cfg.reward.search_penalty.")
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.rollout import rollout
 
