@@ -213,14 +213,15 @@ def hf_engine(policy_dir: Path, cfg: Any):
     return build_engine(cfg.engine, cfg.model.model_copy(update={"path": policy_dir}))
 
 
-def run_balance(world_dir: Path, policy_dir: Path, out: Path, cfg: Any, *, free_share: float | None = None) -> Path:
-    """Label the world's training questions with the pretrained model and write the balanced set."""
+def run_balance(data: Path, policy_dir: Path, out: Path, cfg: Any, toolbox: Any, *, free_share: float | None = None) -> Path:
+    """Label the questions of ``data`` with the pretrained model and write ``out``: train.parquet (the balanced
+    set, whose path is returned), labelled.parquet and balance.json."""
     from mmsearch_r1.data import read_parquet, write_parquet
     from mmsearch_r1.data.balance import balance
 
     balance_cfg = cfg.balance if free_share is None else cfg.balance.model_copy(update={"free_share": free_share})
     result = balance(
-        read_parquet(world_dir / "train.parquet"), hf_engine(policy_dir, cfg), world_toolbox(world_dir, cfg), balance_cfg,
+        read_parquet(data), hf_engine(policy_dir, cfg), toolbox, balance_cfg,
         protocol=cfg.protocol, max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match,
         search_penalty=cfg.reward.search_penalty, seed=cfg.seed, progress=True,
     )
@@ -357,7 +358,8 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     stages = [
         Stage("world", dirs["world"], stamps["world"], world, estimates["world"]),
         Stage("pretrain", policy, stamps["pretrained"], pretrain, estimates["pretrain"]),
-        Stage("balance", dirs["balanced"], stamps["balanced"], lambda f: run_balance(dirs["world"], policy, f, cfg), estimates["balance"]),
+        Stage("balance", dirs["balanced"], stamps["balanced"], lambda f: run_balance(dirs["world"] / "train.parquet", policy, f, cfg, world_toolbox(dirs["world"], cfg)),
+              estimates["balance"]),
         Stage("grpo", dirs["grpo"], stamps["grpo"], lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, dirs["world"], f, cfg), estimates["grpo"]),
         Stage("evaluate pretrained (direct, rag, on-demand)", dirs["eval_pretrained"], stamps["eval_pretrained"],
               lambda f: run_evaluation(policy, dirs["world"], ["direct", "rag", "on_demand"], f, cfg), estimates["eval"] * 3),

@@ -57,6 +57,24 @@ def test_a_second_run_reuses_every_stage(demo, capsys):
     assert len(stamps) >= 7 and {p: p.stat().st_mtime_ns for p in out.rglob(STAMP)} == stamps
 
 
+def test_the_balance_command_labels_with_the_demos_model(demo, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmsearch_r1.cli import app
+
+    _, out, _ = demo
+    args = ["balance", "--model", out / "pretrained", "--data", out / "world" / "train.parquet", "--world", out / "world",
+            "--out", tmp_path, "--set", "balance.candidates=12", "--set", "balance.k=2", "--set", "balance.drop_search_paying=true"]
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "balance.json").read_text())
+    assert summary["candidates"] == 12 == sum(summary["labelled"].values()) + summary["dropped_unsolved"] + summary["dropped_search_paying"]
+    labelled = read_parquet(tmp_path / "labelled.parquet")
+    assert len(labelled) == sum(summary["labelled"].values()) and {s.category for s in labelled} <= {"search_free", "search_required"}
+    assert len(read_parquet(tmp_path / "train.parquet")) == sum(summary["selected"].values())
+    assert (tmp_path / "config.toml").is_file()
+
+
 def test_grpo_raises_the_mean_reward_on_the_small_world(demo, tmp_path):
     """The trainer's learning check on the demo world: a short GRPO run from the demo's pretrained model, on
     its search-balanced set, without the search penalty (16 questions a step, to tame the step-to-step noise).

@@ -50,27 +50,16 @@ def balance(
     episodes, and a free one on which searching still earns more reward under reward.search_penalty is
     dropped. The balanced set mixes the labels at balance.free_share (default 1 free : 2 required).
     """
-    import json
-
     from mmsearch_r1.cli.common import load
     from mmsearch_r1.config import save_config
-    from mmsearch_r1.data import read_parquet, write_parquet
-    from mmsearch_r1.data.balance import balance as run_balance
-    from mmsearch_r1.demo import hf_engine, world_toolbox
+    from mmsearch_r1.demo import run_balance, world_toolbox
     from mmsearch_r1.tools import build_toolbox
 
     cfg = load(config, set_)
     toolbox = world_toolbox(world, cfg) if world else build_toolbox(cfg.tools)
-    result = run_balance(read_parquet(data), hf_engine(model, cfg), toolbox, cfg.balance, protocol=cfg.protocol,
-                         max_new_tokens=cfg.engine.sampling.max_new_tokens, match=cfg.reward.match,
-                         search_penalty=cfg.reward.search_penalty, seed=cfg.seed, progress=True)
-    out.mkdir(parents=True, exist_ok=True)
+    run_balance(data, model, out, cfg, toolbox)
     save_config(cfg, out)
-    write_parquet(result.labelled, out / "labelled.parquet")
-    write_parquet(result.selected, out / "train.parquet")
-    summary = result.summary()
-    (out / "balance.json").write_text(json.dumps(summary, indent=1) + "\n")
-    typer.echo(json.dumps(summary, indent=1))
+    typer.echo((out / "balance.json").read_text().rstrip("\n"))
 
 
 def register(app: typer.Typer) -> None:
