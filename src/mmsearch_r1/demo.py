@@ -462,7 +462,7 @@ def run_sft(balanced_dir: Path, policy_dir: Path, world_dir: Path, out: Path, cf
             order = rng.permutation(len(trajectories))
             for start in range(0, len(order), size):
                 batch = [trajectories[i] for i in order[start:start + size]]
-                logprobs = trajectory_logprobs(policy, batch)
+                logprobs = trajectory_logprobs(policy, batch, sampled_only=True)
                 width = max(len(t.token_ids) for t in batch)
                 values = torch.stack([torch.nn.functional.pad(lp, (0, width - len(lp))) for lp in logprobs])
                 mask = torch.tensor([t.loss_mask + [0] * (width - len(t.loss_mask)) for t in batch])

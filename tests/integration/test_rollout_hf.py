@@ -178,6 +178,28 @@ def test_b_holds_for_retokenized_turns_and_the_gradient_flows(policy, toolbox):
     policy.model.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_scoring_only_the_sampled_tokens_gives_the_same_values_and_gradients(policy, toolbox, temperature):
+    # the trainer scores the loss mask's tokens only (the output head on those positions); nothing may change
+    out = _run(ScriptedOpening(policy, [IMAGE, TEXT], canonical_tokens=False), toolbox, sampling=SamplingConfig(max_new_tokens=12, temperature=temperature))
+    gradients = []
+    for sampled_only in (False, True):
+        scores = trajectory_logprobs(policy, out, temperature=temperature, sampled_only=sampled_only)
+        sum((s * torch.tensor(t.loss_mask)).sum() for s, t in zip(scores, out)).backward()
+        gradients.append({name: p.grad.clone() for name, p in policy.model.named_parameters() if p.grad is not None})
+        policy.model.zero_grad(set_to_none=True)
+        if not sampled_only:
+            full = [s.detach() for s in scores]
+    for t, everything, only in zip(out, full, scores):
+        mask = torch.tensor(t.loss_mask, dtype=torch.bool)
+        assert only.shape == everything.shape and mask.sum() > 0
+        assert torch.allclose(only[mask], everything[mask], atol=1e-5, rtol=0)
+        assert (only[~mask] == 0).all() and (everything[~mask] != 0).any()
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
+    for name, grad in gradients[0].items():
+        assert (grad - gradients[1][name]).abs().max() <= 1e-5 * grad.abs().max(), name  # fp32 sums in another order
+
+
 # --- determinism and sampling rules ----------------------------------------------------------------
 
 

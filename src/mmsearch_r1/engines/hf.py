@@ -219,19 +219,23 @@ def _batch(encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_value
     return inputs
 
 
-def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_values: Sequence[Sequence[Any]], grids: Sequence[Sequence[Any]], temperature: float = 1.0, *, tail: int | None = None) -> list["torch.Tensor"]:
+def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_values: Sequence[Sequence[Any]], grids: Sequence[Sequence[Any]], temperature: float = 1.0, *, tail: int | None = None, masks: Sequence[Sequence[int]] | None = None) -> list["torch.Tensor"]:
     """Per-token log-probs of each sequence from one forward pass, differentiable.
 
     Returns one ``[len(seq)]`` tensor per sequence: entry t is ``log p(seq[t] | seq[:t])``, entry 0 is 0.
     ``pixel_values[i]``/``grids[i]`` are sequence i's images in order. With ``tail`` only the last ``tail``
     tokens of each sequence are scored (a left-padded batch whose output head runs on those positions
-    only) and each tensor has ``min(tail, len(seq))`` entries.
+    only) and each tensor has ``min(tail, len(seq))`` entries. With ``masks`` (0/1 per token, like a loss
+    mask) only the tokens marked 1 are scored, the output head running on those positions only, and the
+    other entries are 0.
     """
     import torch
 
     flat_pixels = [p for per in pixel_values for p in per]
     flat_grids = [g for per in grids for g in per]
     inputs = _batch(encoder, sequences, flat_pixels, flat_grids, left=tail is not None, device=model.device)
+    if masks is not None and tail is None and _body_and_head(model) is not None:
+        return _score_marked(model, encoder, inputs, sequences, masks, temperature)
     if tail is not None:
         logits = model(**inputs, use_cache=False, logits_to_keep=tail + 1).logits  # [batch, tail + 1, vocab]
         scores = token_logprobs(logits[:, :-1], inputs["input_ids"][:, -tail:], temperature, encoder.suppressed_ids)
@@ -243,11 +247,13 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     return [scores[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
-def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], temperature: float = 1.0) -> list["torch.Tensor"]:
+def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], temperature: float = 1.0, *, sampled_only: bool = False) -> list["torch.Tensor"]:
     """Per-token log-probs of whole trajectories under ``policy``: a fresh forward pass with all their images.
 
     One ``[len(token_ids)]`` tensor per trajectory, aligned with ``token_ids`` (entry 0 is 0); differentiable.
-    Use the rollout's sampling temperature; multiply by ``loss_mask`` to keep the sampled tokens.
+    Use the rollout's sampling temperature; multiply by ``loss_mask`` to keep the sampled tokens. With
+    ``sampled_only`` only the tokens of the loss mask are scored (what a policy loss needs; the output head
+    and its softmax run on a tenth of the positions of a typical episode) and the other entries are 0.
     """
     encoder = ChatEncoder(policy.processor)
     pixel_values, grids = [], []
@@ -260,7 +266,35 @@ def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], 
         else:
             pixel_values.append([])
             grids.append([])
-    return score_sequences(policy.model, encoder, [t.token_ids for t in trajectories], pixel_values, grids, temperature)
+    masks = [t.loss_mask for t in trajectories] if sampled_only else None
+    return score_sequences(policy.model, encoder, [t.token_ids for t in trajectories], pixel_values, grids, temperature, masks=masks)
+
+
+def _body_and_head(model: Any) -> tuple[Any, Any] | None:
+    """A causal LM's body (input ids to last hidden states) and output head, or None where it is not split so.
+
+    Transformers' causal LMs, Qwen2.5-VL's included, keep the body as ``model.model`` and the head as the
+    output embeddings; ``model.forward`` is the body, then the head on the positions it keeps.
+    """
+    body, head = getattr(model, "model", None), model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return (body, head) if body is not None and head is not None else None
+
+
+def _score_marked(model: Any, encoder: ChatEncoder, inputs: dict, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], temperature: float) -> list["torch.Tensor"]:
+    """``score_sequences`` on the tokens ``masks`` marks: the body over the right-padded batch, the head on the
+    positions that predict a marked token only."""
+    import torch
+
+    body, head = _body_and_head(model)
+    input_ids = inputs["input_ids"]
+    marked = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, mask in enumerate(masks):
+        marked[row, 1: len(mask)] = torch.as_tensor(list(mask[1:]), dtype=torch.bool, device=marked.device)
+    rows, columns = marked.nonzero(as_tuple=True)
+    hidden = body(**inputs, use_cache=False)[0]  # [batch, longest, hidden]
+    scores = token_logprobs(head(hidden[rows, columns - 1]), input_ids[rows, columns], temperature, encoder.suppressed_ids)
+    out = torch.zeros(input_ids.shape, dtype=scores.dtype, device=scores.device).index_put((rows, columns), scores)
+    return [out[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
 # --- the KV cache kept between turns ---------------------------------------------------------------

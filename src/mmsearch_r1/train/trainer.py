@@ -293,9 +293,10 @@ def policy_update(policy: "Policy", reference: "Policy | None", optimizer, traje
 
 
 def _trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], temperature: float) -> list["torch.Tensor"]:
+    """Log-probs of the sampled tokens (0 elsewhere: the loss masks them out)."""
     from mmsearch_r1.engines.hf import trajectory_logprobs
 
-    return trajectory_logprobs(policy, list(trajectories), temperature)
+    return trajectory_logprobs(policy, list(trajectories), temperature, sampled_only=True)
 
 
 def _logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], micro_batch_size: int, device, temperature: float) -> "torch.Tensor":
