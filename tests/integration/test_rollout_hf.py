@@ -17,7 +17,7 @@ from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import VQASample
 from mmsearch_r1.engines.base import GeneratedTurn
 from mmsearch_r1.engines.config import SamplingConfig
-from mmsearch_r1.engines.hf import HFEngine, trajectory_logprobs
+from mmsearch_r1.engines.hf import HFEngine, _body_and_head, trajectory_logprobs
 from mmsearch_r1.engines.scripted import ScriptedEngine
 from mmsearch_r1.errors import ToolTimeout
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer
@@ -198,6 +198,20 @@ def test_scoring_only_the_sampled_tokens_gives_the_same_values_and_gradients(pol
     assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
     for name, grad in gradients[0].items():
         assert (grad - gradients[1][name]).abs().max() <= 1e-5 * grad.abs().max(), name  # fp32 sums in another order
+
+
+def test_only_a_model_split_into_body_and_head_is_scored_by_parts(policy):
+    class Wrapper(torch.nn.Module):  # like an adapter library's wrapper: `.model` is a whole causal LM
+        def __init__(self, inner):
+            super().__init__()
+            self.model = inner
+
+        def get_output_embeddings(self):
+            return self.model.get_output_embeddings()
+
+    body, head = _body_and_head(policy.model)
+    assert body is policy.model.model and head is policy.model.get_output_embeddings()
+    assert _body_and_head(Wrapper(policy.model)) is None
 
 
 # --- determinism and sampling rules ----------------------------------------------------------------

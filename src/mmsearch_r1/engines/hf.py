@@ -274,10 +274,14 @@ def _body_and_head(model: Any) -> tuple[Any, Any] | None:
     """A causal LM's body (input ids to last hidden states) and output head, or None where it is not split so.
 
     Transformers' causal LMs, Qwen2.5-VL's included, keep the body as ``model.model`` and the head as the
-    output embeddings; ``model.forward`` is the body, then the head on the positions it keeps.
+    output embeddings; ``model.forward`` is the body, then the head on the positions it keeps. A ``model``
+    attribute that has a head of its own (a wrapper around a whole causal LM) is not a body.
     """
-    body, head = getattr(model, "model", None), model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return (body, head) if body is not None and head is not None else None
+    body = getattr(model, "model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or head is None or not hasattr(body, "get_output_embeddings") or body.get_output_embeddings() is not None:
+        return None
+    return body, head
 
 
 def _score_marked(model: Any, encoder: ChatEncoder, inputs: dict, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], temperature: float) -> list["torch.Tensor"]:
