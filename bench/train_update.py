@@ -5,7 +5,7 @@ The batch is 64 episodes, 8 per prompt, as in a demo step:
 
 - by default it is rolled out once with a freshly built tiny policy (the demo model's default sizes), in four
   parts with different turn lengths, so that episode lengths spread as they do in a demo step (about 150 to
-  600 tokens); a random policy's turns run to their limit, so about half the tokens are sampled;
+  600 tokens); a random policy's turns run to their limit, so about 60 % of the tokens are sampled;
 - with ``--run DIR`` (a finished demo folder) it is a GRPO step's rollout of the demo's pretrained policy on
   its first 8 balanced training questions, with the world's search tools: about a tenth of its tokens are
   sampled, the rest are prompts and search results.
@@ -81,21 +81,21 @@ def demo_batch(run: Path, episodes: int):
     samples = read_parquet(run / "balanced" / "train.parquet")[: episodes // 8]
     trajectories = rollout(samples, HFEngine(policy), world_toolbox(run / "world", cfg), n=8, protocol=cfg.protocol,
                            sampling=cfg.engine.sampling, seed=cfg.seed)
-    rewards = [score(t.assistant_turns, t.gold_answers, search_penalty=cfg.reward.search_penalty).reward + 0.01 * i
-               for i, t in enumerate(trajectories)]
+    r = cfg.reward
+    rewards = [score(t.assistant_turns, t.gold_answers, format_weight=r.format_weight, search_penalty=r.search_penalty, match=r.match,
+                     per_search_penalty=r.per_search_penalty).reward + 0.01 * i for i, t in enumerate(trajectories)]
     return policy, trajectories, rewards, cfg
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None, help="A finished demo folder: update on a GRPO step of its pretrained policy (default: a fresh random policy).")
-    parser.add_argument("--episodes", type=int, default=64, help="Episodes in the batch (8 per prompt; a multiple of 32).")
+    parser.add_argument("--episodes", type=int, default=64, help="Episodes in the batch (8 per prompt; without --run a multiple of 32).")
     parser.add_argument("--repeats", type=int, default=3, help="Timed updates per setting (the best is kept).")
     args = parser.parse_args()
 
     import torch
 
-    from mmsearch_r1.config import load_config
     from mmsearch_r1.engines.hf import trajectory_logprobs
     from mmsearch_r1.train import trainer
     from mmsearch_r1.train.grpo import group_advantages, group_index
@@ -118,7 +118,7 @@ def main() -> None:
     results = dict.fromkeys(settings, float("inf"))
     for _ in range(args.repeats):  # settings alternate, so that a change in the machine's load reaches all of them
         for micro, order, scoring in settings:
-            tc = load_config(None, [f"train.micro_batch_size={micro}"]).train
+            tc = cfg.train.model_copy(update={"micro_batch_size": micro})  # the run's settings (--run) or the defaults
             trainer._by_length = sort_by_length if order == "sorted" else (lambda indices, _: indices)
             trainer._trajectory_logprobs = sampled_only if scoring == "sampled" else every_position
             trained = copy.deepcopy(policy)

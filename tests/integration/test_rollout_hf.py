@@ -179,17 +179,31 @@ def test_b_holds_for_retokenized_turns_and_the_gradient_flows(policy, toolbox):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_scoring_only_the_sampled_tokens_gives_the_same_values_and_gradients(policy, toolbox, temperature):
-    # the trainer scores the loss mask's tokens only (the output head on those positions); nothing may change
+@pytest.mark.parametrize("split", [True, False])
+def test_scoring_only_the_sampled_tokens_gives_the_same_values_and_gradients(policy, toolbox, temperature, split, monkeypatch):
+    # the trainer scores the loss mask's tokens only, the output head on those positions where the model
+    # allows it (split) and on every position otherwise; values and gradients stay those of the full pass
+    import mmsearch_r1.engines.hf as hf
+
+    if not split:
+        monkeypatch.setattr(hf, "BODY_THEN_HEAD", frozenset())
     out = _run(ScriptedOpening(policy, [IMAGE, TEXT], canonical_tokens=False), toolbox, sampling=SamplingConfig(max_new_tokens=12, temperature=temperature))
+    head_rows = []
+    hook = policy.model.get_output_embeddings().register_forward_hook(lambda module, args, output: head_rows.append(args[0].shape[:-1].numel()))
     gradients = []
-    for sampled_only in (False, True):
-        scores = trajectory_logprobs(policy, out, temperature=temperature, sampled_only=sampled_only)
-        sum((s * torch.tensor(t.loss_mask)).sum() for s, t in zip(scores, out)).backward()
-        gradients.append({name: p.grad.clone() for name, p in policy.model.named_parameters() if p.grad is not None})
-        policy.model.zero_grad(set_to_none=True)
-        if not sampled_only:
-            full = [s.detach() for s in scores]
+    try:
+        for sampled_only in (False, True):
+            head_rows.clear()
+            scores = trajectory_logprobs(policy, out, temperature=temperature, sampled_only=sampled_only)
+            sum((s * torch.tensor(t.loss_mask)).sum() for s, t in zip(scores, out)).backward()
+            gradients.append({name: p.grad.clone() for name, p in policy.model.named_parameters() if p.grad is not None})
+            policy.model.zero_grad(set_to_none=True)
+            if not sampled_only:
+                full = [s.detach() for s in scores]
+    finally:
+        hook.remove()
+    longest = max(len(t.token_ids) for t in out)
+    assert head_rows == [sum(sum(t.loss_mask[1:]) for t in out)] if split else head_rows == [len(out) * longest]
     for t, everything, only in zip(out, full, scores):
         mask = torch.tensor(t.loss_mask, dtype=torch.bool)
         assert only.shape == everything.shape and mask.sum() > 0

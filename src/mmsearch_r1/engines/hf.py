@@ -226,16 +226,21 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     ``pixel_values[i]``/``grids[i]`` are sequence i's images in order. With ``tail`` only the last ``tail``
     tokens of each sequence are scored (a left-padded batch whose output head runs on those positions
     only) and each tensor has ``min(tail, len(seq))`` entries. With ``masks`` (0/1 per token, like a loss
-    mask) only the tokens marked 1 are scored, the output head running on those positions only, and the
-    other entries are 0.
+    mask) only the tokens marked 1 are scored and the other entries are 0; the output head runs on those
+    positions only where ``model`` is one whose forward is its body, then its head (``_body_and_head``).
     """
     import torch
 
+    if tail is not None and masks is not None:
+        raise ValueError("score_sequences takes tail or masks, not both.")
     flat_pixels = [p for per in pixel_values for p in per]
     flat_grids = [g for per in grids for g in per]
     inputs = _batch(encoder, sequences, flat_pixels, flat_grids, left=tail is not None, device=model.device)
-    if masks is not None and tail is None and _body_and_head(model) is not None:
-        return _score_marked(model, encoder, inputs, sequences, masks, temperature)
+    if masks is not None:
+        if _body_and_head(model) is not None:
+            return _score_marked(model, encoder, inputs, sequences, masks, temperature)
+        full = score_sequences(model, encoder, sequences, pixel_values, grids, temperature)
+        return [row.masked_fill(~torch.as_tensor(list(mask), dtype=torch.bool, device=row.device), 0.0) for row, mask in zip(full, masks)]  # not a product: -inf * 0
     if tail is not None:
         logits = model(**inputs, use_cache=False, logits_to_keep=tail + 1).logits  # [batch, tail + 1, vocab]
         scores = token_logprobs(logits[:, :-1], inputs["input_ids"][:, -tail:], temperature, encoder.suppressed_ids)
@@ -270,15 +275,20 @@ def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], 
     return score_sequences(policy.model, encoder, [t.token_ids for t in trajectories], pixel_values, grids, temperature, masks=masks)
 
 
-def _body_and_head(model: Any) -> tuple[Any, Any] | None:
-    """A causal LM's body (input ids to last hidden states) and output head, or None where it is not split so.
+# Model types whose ``forward`` is ``self.model`` (the body: input ids and images to last hidden states), then
+# ``self.lm_head`` on the positions it keeps, and nothing after (checked in transformers 5.24). Others, such as
+# models that scale or soft-cap their logits, are scored by their own forward.
+BODY_THEN_HEAD = frozenset({"qwen2_5_vl", "qwen2_vl"})
 
-    Transformers' causal LMs, Qwen2.5-VL's included, keep the body as ``model.model`` and the head as the
-    output embeddings; ``model.forward`` is the body, then the head on the positions it keeps. A ``model``
-    attribute that has a head of its own (a wrapper around a whole causal LM) is not a body.
+
+def _body_and_head(model: Any) -> tuple[Any, Any] | None:
+    """The body and output head of a model of ``BODY_THEN_HEAD``, or None for any other model.
+
+    A ``model`` attribute with a head of its own (a wrapper around a whole causal LM) is not a body.
     """
-    body = getattr(model, "model", None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if getattr(getattr(model, "config", None), "model_type", None) not in BODY_THEN_HEAD:
+        return None
+    body, head = getattr(model, "model", None), model.get_output_embeddings()
     if body is None or head is None or not hasattr(body, "get_output_embeddings") or body.get_output_embeddings() is not None:
         return None
     return body, head
@@ -291,10 +301,10 @@ def _score_marked(model: Any, encoder: ChatEncoder, inputs: dict, sequences: Seq
 
     body, head = _body_and_head(model)
     input_ids = inputs["input_ids"]
-    marked = torch.zeros_like(input_ids, dtype=torch.bool)
+    marked = torch.zeros(input_ids.shape, dtype=torch.bool)
     for row, mask in enumerate(masks):
-        marked[row, 1: len(mask)] = torch.as_tensor(list(mask[1:]), dtype=torch.bool, device=marked.device)
-    rows, columns = marked.nonzero(as_tuple=True)
+        marked[row, 1: len(mask)] = torch.as_tensor(list(mask[1:]), dtype=torch.bool)
+    rows, columns = marked.to(input_ids.device).nonzero(as_tuple=True)
     hidden = body(**inputs, use_cache=False)[0]  # [batch, longest, hidden]
     scores = token_logprobs(head(hidden[rows, columns - 1]), input_ids[rows, columns], temperature, encoder.suppressed_ids)
     out = torch.zeros(input_ids.shape, dtype=scores.dtype, device=scores.device).index_put((rows, columns), scores)
