@@ -236,11 +236,8 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     flat_pixels = [p for per in pixel_values for p in per]
     flat_grids = [g for per in grids for g in per]
     inputs = _batch(encoder, sequences, flat_pixels, flat_grids, left=tail is not None, device=model.device)
-    if masks is not None:
-        if _body_and_head(model) is not None:
-            return _score_marked(model, encoder, inputs, sequences, masks, temperature)
-        full = score_sequences(model, encoder, sequences, pixel_values, grids, temperature)
-        return [row.masked_fill(~torch.as_tensor(list(mask), dtype=torch.bool, device=row.device), 0.0) for row, mask in zip(full, masks)]  # not a product: -inf * 0
+    if masks is not None and _body_and_head(model) is not None:
+        return _score_marked(model, encoder, inputs, sequences, masks, temperature)
     if tail is not None:
         logits = model(**inputs, use_cache=False, logits_to_keep=tail + 1).logits  # [batch, tail + 1, vocab]
         scores = token_logprobs(logits[:, :-1], inputs["input_ids"][:, -tail:], temperature, encoder.suppressed_ids)
@@ -249,6 +246,11 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     scores = token_logprobs(logits[:, :-1], inputs["input_ids"][:, 1:], temperature, encoder.suppressed_ids)
     zero = torch.zeros(len(sequences), 1, device=scores.device, dtype=scores.dtype)
     scores = torch.cat([zero, scores], dim=1)  # [batch, longest]
+    if masks is not None:  # a model scored by its own forward: the same zeros outside the marks (not a product: -inf * 0)
+        marked = torch.zeros(scores.shape, dtype=torch.bool)
+        for row, mask in enumerate(masks):
+            marked[row, : len(mask)] = torch.as_tensor(list(mask), dtype=torch.bool)
+        scores = scores.masked_fill(~marked.to(scores.device), 0.0)
     return [scores[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
