@@ -30,7 +30,7 @@ from mmsearch_r1.models.demos import (
     world_values,
 )
 from mmsearch_r1.models.encode import mask_from_offsets
-from mmsearch_r1.protocol import Templates, image_results_turn, text_results_turn, turn_shape
+from mmsearch_r1.protocol import REFUSAL, Templates, image_results_turn, text_results_turn, turn_shape
 from mmsearch_r1.tools.base import ImageHit, ImageSearch, TextHit, TextSearch, Toolbox
 from mmsearch_r1.world.build import generate_world
 
@@ -57,15 +57,17 @@ class FakeImageSearch(ImageSearch):
 
 
 class FakeTextSearch(TextSearch):
-    """The named entity's profile: its fact sentence for the queried attribute comes first."""
+    """The named entity's profile: its fact sentence for the queried attribute comes first (a query naming no
+    entity: the first entity's)."""
 
     def __init__(self, world):
         self.world, self.queries = world, []
 
     def search(self, query, k=5):
         self.queries.append(query)
-        name = query.split()[0]
-        entity = self.world.entity(name)
+        names = {e.name.lower(): e for e in self.world.entities}
+        entity = names.get(query.split()[0].lower(), self.world.entities[0])
+        name = entity.name
         sentences = [self.world.fact_sentence(f) for f in entity.facts if self.world.attribute(f.attribute).phrase in query]
         return [TextHit(f"{name} guild profile", f"https://demo.world/{name.lower()}", " ".join(sentences) + f" {name} is old.")][:k]
 
@@ -276,3 +278,22 @@ def test_the_demonstrations_version_follows_their_text(world, setup):
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     assert DEMONSTRATION_HASHES.get(DEMONSTRATIONS_VERSION) == digest, (
         f"the demonstrations changed (hash {digest}): raise DEMONSTRATIONS_VERSION in models/config.py and record the new hash here")
+
+
+@pytest.mark.parametrize("group", ["sight_facts", "sight_only", "facts_only", "neither"])
+def test_refusals_train_what_a_model_that_does_not_know_can_answer(world, setup, group):
+    toolbox, samples = setup
+    sample = samples[group]
+    entity, attribute = world.entity(sample.extra["entity"]), sample.extra["attribute"]
+
+    def run(actions):
+        [demo] = scripted_demonstrations(world, [Planned(sample, entity, attribute, actions)], toolbox, ProtocolConfig(), "on_demand", Templates.load(), refuse=True)
+        return [m.text for m in demo.messages if m.role == "assistant"], [p for turn in demo.turns for p in turn]
+
+    turns, pieces = run(("answer",))
+    knows = entity.known_by_sight and entity.facts_known
+    said = sample.answers[0] if knows else REFUSAL
+    assert turns[-1].endswith(f"<answer> {said}</answer>") and all(p.trained for p in pieces if p.text in (f" {said}", "<answer>", "</answer>"))
+    _, pieces = run(("text_search", "answer"))  # a query is written as without refusals
+    assert [(p.text, p.trained) for p in pieces if p.text == f" {entity.name}"][-1] == (f" {entity.name}", entity.known_by_sight)
+    assert not any(REFUSAL in p.text for p in pieces)

@@ -64,6 +64,7 @@ class PretrainConfig(Section):
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
     reading_drills: int = Field(160, ge=0, le=1_000_000, description="Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value.")
     naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
+    refuse_unknown: bool = Field(False, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")
     swapped_names: float = Field(0.0, ge=0.0, le=1.0, description="Share of protocol demonstrations with an image search, on an entity the model cannot recognise, whose results give it another such entity's name (read and followed): naming it then takes reading the title (docs/model.md, \"Reading names\").")
     drill_context_share: float = Field(0.15, ge=0.0, le=1.0, description="Share of drills asked one per chat in the protocol's real opening turn.")

@@ -185,14 +185,21 @@ def decision(action: str, trained: bool = True) -> Piece:
     return Piece(f"{DECISIONS[action]}</reason>", trained)
 
 
-def naming_turn(head: list[Piece], name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False) -> list[Piece]:
+def naming_turn(head: list[Piece], name: str, knows_name: bool, action: str, fact: str = "", phrase: str = "", knows_fact: bool = False,
+                refuse: bool = False) -> list[Piece]:
     """The reasoning ``head`` then an answer (``fact``), a text query (``name phrase``) or an image search.
 
     Names and answers are always written after a space, as they stand in titles, summaries and questions,
     so that they are the same tokens there and here: reading a result is copying a token, not translating.
+    An answer the model cannot know is left out of the loss, or with ``refuse`` replaced by the refusal the
+    prompt asks for (``REFUSAL``), trained: what a model that does not know can write. (A name in the query
+    that the model cannot know stays untrained: a query without it, trained, made the model leave known names
+    out too; docs/model.md.)
     """
     head = head + [decision(action)]
     if action == "answer":
+        if refuse and not (knows_name and knows_fact):
+            return head + [Piece("<answer>"), Piece(f" {REFUSAL}"), Piece("</answer>")]
         return head + [Piece("<answer>"), Piece(f" {fact}", knows_name and knows_fact), Piece("</answer>")]
     if action == "image_search":
         return head + [Piece(IMAGE_SEARCH_CALL)]
@@ -366,8 +373,8 @@ class DemoScript:
     that summary states, which under ``MadeUpFacts`` is not the world's fact).
     """
 
-    def __init__(self, world: "World", plans: list[Planned]):
-        self.world = world
+    def __init__(self, world: "World", plans: list[Planned], refuse: bool = False):
+        self.world, self.refuse = world, refuse
         self.plans = {id(p.sample.image): p for p in plans}
         if len(self.plans) != len(plans):
             raise ValueError("each sample may appear once per scripted rollout")
@@ -389,7 +396,7 @@ class DemoScript:
             read = stated_value(summary, attribute.fact_sentence)
             pieces = reading_turn(read or fact, attribute.fact_sentence, read is not None)
         else:
-            pieces = naming_turn(head, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=knows_facts)
+            pieces = naming_turn(head, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=knows_facts, refuse=self.refuse)
         self.pieces[(id(context.images[0]), turn)] = pieces
         return "".join(p.text for p in pieces)
 
@@ -403,13 +410,14 @@ class DemoScript:
         return Demonstration(trajectory.sample_id, group, trajectory.messages, trajectory.images, turns, list(plan.actions))
 
 
-def scripted_demonstrations(world: "World", plans: list[Planned], toolbox: "Toolbox", protocol: "ProtocolConfig", workflow: str, templates: Templates) -> list[Demonstration]:
-    """Run the planned episodes of one workflow through ``rollout`` with the scripted policy."""
+def scripted_demonstrations(world: "World", plans: list[Planned], toolbox: "Toolbox", protocol: "ProtocolConfig", workflow: str, templates: Templates,
+                            refuse: bool = False) -> list[Demonstration]:
+    """Run the planned episodes of one workflow through ``rollout`` with the scripted policy (``refuse``: see ``naming_turn``)."""
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.engines.scripted import ScriptedEngine
     from mmsearch_r1.rollout import rollout
 
-    script = DemoScript(world, plans)
+    script = DemoScript(world, plans, refuse)
     trajectories = rollout([p.sample for p in plans], ScriptedEngine(script.reply), toolbox, protocol=protocol,
                            sampling=SamplingConfig(), workflow=workflow, templates=templates)
     return [script.demonstration(t) for t in trajectories]

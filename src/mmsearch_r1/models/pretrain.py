@@ -193,7 +193,7 @@ class DemoSource:
             # a sample is in each round at most once, so its image names one swap (a sample recurs across rounds)
             swaps = {id(x.sample.image): (x.entity.name, x.shown_as.name) for x in plans if x.shown_as}
             tools = replace(toolbox, image=SwappedNames(toolbox.image, swaps)) if swaps else toolbox
-            for demo in scripted_demonstrations(world, plans, tools, self.cfg.protocol, workflow, self.templates):
+            for demo in scripted_demonstrations(world, plans, tools, self.cfg.protocol, workflow, self.templates, p.refuse_unknown):
                 out.append(self._encode(demo))
         return out + self.drills(e)
 
