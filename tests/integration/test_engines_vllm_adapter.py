@@ -43,9 +43,22 @@ class RequestOutput:
     prompt_logprobs: list | None = None
 
 
+@dataclass
 class SamplingParams:
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
+    """The fields of vLLM's ``SamplingParams`` the engine sets (an unknown one is a TypeError, as in vLLM)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = 16
+    stop_token_ids: list[int] | None = None
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    seed: int | None = None
+    skip_special_tokens: bool = True
+    logit_bias: dict[int, float] | None = None
+
+
+LLM_OPTIONS = {"model", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "limit_mm_per_prompt", "dtype", "logprobs_mode"}
 
 
 class FakeLLM:
@@ -54,6 +67,7 @@ class FakeLLM:
     instances: list["FakeLLM"] = []
 
     def __init__(self, **options):
+        assert set(options) <= LLM_OPTIONS, set(options) - LLM_OPTIONS  # names vLLM's LLM / EngineArgs take
         self.options, self.calls = options, []
         self.reply = None
         FakeLLM.instances.append(self)

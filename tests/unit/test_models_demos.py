@@ -57,17 +57,15 @@ class FakeImageSearch(ImageSearch):
 
 
 class FakeTextSearch(TextSearch):
-    """The named entity's profile: its fact sentence for the queried attribute comes first (a query naming no
-    entity: the first entity's)."""
+    """The named entity's profile: its fact sentence for the queried attribute comes first."""
 
     def __init__(self, world):
         self.world, self.queries = world, []
 
     def search(self, query, k=5):
         self.queries.append(query)
-        names = {e.name.lower(): e for e in self.world.entities}
-        entity = names.get(query.split()[0].lower(), self.world.entities[0])
-        name = entity.name
+        name = query.split()[0]
+        entity = self.world.entity(name)
         sentences = [self.world.fact_sentence(f) for f in entity.facts if self.world.attribute(f.attribute).phrase in query]
         return [TextHit(f"{name} guild profile", f"https://demo.world/{name.lower()}", " ".join(sentences) + f" {name} is old.")][:k]
 
@@ -294,6 +292,10 @@ def test_refusals_train_what_a_model_that_does_not_know_can_answer(world, setup,
     knows = entity.known_by_sight and entity.facts_known
     said = sample.answers[0] if knows else REFUSAL
     assert turns[-1].endswith(f"<answer> {said}</answer>") and all(p.trained for p in pieces if p.text in (f" {said}", "<answer>", "</answer>"))
+    # after image results the top title gives the name: only a fact the model does not know is refused
+    turns, pieces = run(("image_search", "answer"))
+    said = sample.answers[0] if entity.facts_known else REFUSAL
+    assert turns[-1].endswith(f"<answer> {said}</answer>") and (f" {said}", True) in [(p.text, p.trained) for p in pieces]
     _, pieces = run(("text_search", "answer"))  # a query is written as without refusals
     assert [(p.text, p.trained) for p in pieces if p.text == f" {entity.name}"][-1] == (f" {entity.name}", entity.known_by_sight)
     assert not any(REFUSAL in p.text for p in pieces)
