@@ -32,6 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--group-size", type=int, default=1, help="Episodes per question (GRPO's group size): episodes / group-size questions, each run group-size times.")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="Most tokens per assistant turn.")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads torch may use (1 is fastest for the tiny model on a busy machine).")
+    parser.add_argument("--device", default="cpu", help="Where the policy runs: cpu or cuda[:i] (timings then wait for the GPU to finish).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="Timed repeats of the batched rollout and of raw generate (fastest counts).")
     parser.add_argument("--keep-sampled-ids", action="store_true", help="Run with canonical_tokens off (no retokenization).")
@@ -57,6 +58,7 @@ def setup(args: argparse.Namespace, scratch: Path):
     else:
         pages = [line for line in (world / "pages.jsonl").read_text().splitlines()]
         policy, weights = build_tiny_policy(ModelConfig(), build_tokenizer(pages)), "random weights (ModelConfig defaults)"
+    policy.model.to(args.device)
     cfg = load_config(None, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
     toolbox = build_toolbox(cfg.tools)
     questions = read_parquet(world / "test.parquet")
@@ -71,8 +73,12 @@ CLOCK = time.perf_counter  # --clock cpu: time.process_time
 
 
 def timed(fn):
+    import torch
+
     began = CLOCK()
     out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return out, CLOCK() - began
 
 
@@ -134,7 +140,7 @@ def main() -> None:
     distinct = len({s.id for s in samples})
     print(f"model: tiny Qwen2.5-VL, {model_note}; {len(episodes)} episodes ({distinct} distinct questions x group size {args.group_size}); "
           f"max_new_tokens {args.max_new_tokens}; "
-          f"{args.threads} threads; canonical_tokens {not args.keep_sampled_ids}; fastest of {args.repeats} batched/raw runs; {args.clock} clock")
+          f"{args.device}; {args.threads} threads; canonical_tokens {not args.keep_sampled_ids}; fastest of {args.repeats} batched/raw runs; {args.clock} clock")
     for kv in engines:
         out, batched_s = batched[kv]
         sequential_s, (raw_tokens, raw_s) = sequential[kv], raw[kv]
