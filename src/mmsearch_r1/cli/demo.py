@@ -12,7 +12,7 @@ from mmsearch_r1.cli.common import ConfigOption, SetOption
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every stage's outputs; a second run reuses the finished stages whose settings did not change, resumes an interrupted one and redoes the rest."),
-    size: str = typer.Option("default", "--size", help="default: the full demo (12-21 minutes on 2 CPU cores, depending on the host); small: a quick check with 10 GRPO steps (about 8 minutes; most of it is the same pretraining)."),
+    size: str = typer.Option("default", "--size", help="default: the full demo (14-24 minutes on 2 CPU cores, depending on the host); small: a quick check with 10 GRPO steps (about 8 minutes; most of it is the same pretraining)."),
     ablations: bool = typer.Option(False, "--ablations", help="Also run GRPO without the search penalty, GRPO on search-required data only, and SFT on oracle trajectories."),
     config: Optional[Path] = ConfigOption,
     set_: Optional[list[str]] = SetOption,
