@@ -70,15 +70,14 @@ def setup(args: argparse.Namespace, scratch: Path):
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time
+SYNC = None  # --device cuda: torch.cuda.synchronize
 
 
 def timed(fn):
-    import torch
-
     began = CLOCK()
     out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    if SYNC is not None:
+        SYNC()  # CUDA kernels run asynchronously: count their time in the call that launched them
     return out, CLOCK() - began
 
 
@@ -107,9 +106,10 @@ def main() -> None:
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.rollout import rollout
 
-    global CLOCK
+    global CLOCK, SYNC
     args = parse_args()
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    SYNC = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         policy, engines, toolbox, samples, cfg, model_note = setup(args, Path(scratch))
