@@ -12,6 +12,10 @@ Prints three figures measured side by side in one run:
    last turn; without: of the whole context), tool calls and token bookkeeping;
 3. what the episodes did (turns, searches, retokenized turns), so the figures can be read in context.
 
+``--phases`` then times the cached engine's batched rollout phase by phase (first-turn prefill, prefill of
+the feedback turns, decode steps, the rest of the engine, encoding the given turns with the processor,
+the searches), fastest of ``--repeats`` runs, with the positions each prefill ran.
+
 ``--kv-cache both`` (the default) runs all of it for the hf engine with its per-episode KV cache and without
 (``generate`` over whole contexts), alternating, and prints how much faster the cached batched rollout was.
 """
@@ -40,6 +44,7 @@ def parse_args() -> argparse.Namespace:
                         help="The hf engine's per-episode KV cache: on (default engine), off (generate over whole contexts), or both side by side.")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed seconds; cpu: this process's CPU seconds (steadier on a shared machine; with 1 thread the same as wall on an idle one).")
+    parser.add_argument("--phases", action="store_true", help="Also time the KV-cache engine's batched rollout phase by phase (prefill, decode, host work).")
     return parser.parse_args()
 
 
@@ -79,6 +84,71 @@ def timed(fn):
     if SYNC is not None:
         SYNC()  # CUDA kernels run asynchronously: count their time in the call that launched them
     return out, CLOCK() - began
+
+
+class Phases:
+    """Seconds spent in each phase of a rollout with the KV-cache engine, timed by wrapping the functions that do them.
+
+    A measuring harness: while active it replaces ``EpisodeCache.extend`` / ``.step``, ``HFEngine.generate``
+    and the rollout's ``give`` / ``run_searches`` with timed wrappers, and puts them back on exit. The first
+    ``generate`` call of a rollout prefills the opening turns; every later prefill is of feedback (and of
+    retokenized turns, which are rare with a trained policy).
+    """
+
+    def __init__(self):
+        import mmsearch_r1.rollout as rollout_module
+        from mmsearch_r1.engines.hf import EpisodeCache, HFEngine
+
+        self.seconds: dict[str, float] = {}
+        self.positions: dict[str, int] = {}
+        self.calls = 0
+        self._targets = [(EpisodeCache, "extend"), (EpisodeCache, "step"), (HFEngine, "generate"),
+                         (rollout_module, "give"), (rollout_module, "run_searches")]
+        self._saved: list = []
+
+    def reset(self) -> None:
+        self.seconds, self.positions, self.calls = {}, {}, 0
+
+    def _wrap(self, owner, name: str):
+        original, phases = getattr(owner, name), self
+
+        labels = {"step": "decode steps", "generate": "engine, all", "give": "encoding the given turns", "run_searches": "the searches"}
+
+        def timed_call(*args, **kwargs):
+            phases.calls += name == "generate"
+            if name == "extend":
+                label = "first-turn prefill" if phases.calls == 1 else "prefill of the feedback turns"
+            else:
+                label = labels[name]
+            if name == "extend":
+                phases.positions[label] = phases.positions.get(label, 0) + sum(len(c) for c in args[1])
+            out, seconds = timed(lambda: original(*args, **kwargs))
+            phases.seconds[label] = phases.seconds.get(label, 0.0) + seconds
+            return out
+
+        return original, timed_call
+
+    def __enter__(self) -> "Phases":
+        for owner, name in self._targets:
+            original, wrapper = self._wrap(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, wrapper)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+    def table(self, total: float) -> list[tuple[str, float, int | None]]:
+        """(phase, seconds, prefilled positions or None) rows, with the rest of the engine and of the rollout derived."""
+        s = self.seconds
+        model = ("first-turn prefill", "prefill of the feedback turns", "decode steps")
+        rows = [(name, s.get(name, 0.0), self.positions.get(name)) for name in model]
+        rows.append(("the rest of the engine (sampling, turn records, canonical tokens)", s.get("engine, all", 0.0) - sum(s.get(n, 0.0) for n in model), None))
+        rows += [(name, s.get(name, 0.0), None) for name in ("encoding the given turns", "the searches")]
+        rows.append(("the rest of the rollout (parsing, episode records)", total - s.get("engine, all", 0.0) - s.get("encoding the given turns", 0.0) - s.get("the searches", 0.0), None))
+        return rows
 
 
 def raw_generate(policy, engine, samples, max_new_tokens: int, seed: int) -> tuple[int, float]:
@@ -136,6 +206,14 @@ def main() -> None:
                 tokens, seconds = raw_generate(policy, engine, episodes, per_row, args.seed)
                 raw[kv] = (tokens, min(raw[kv][1], seconds))
         sequential = {kv: sum(timed(lambda: run(engine, [sample], 1))[1] for sample in episodes) for kv, engine in engines.items()}
+        phases = None
+        if args.phases and True in engines:
+            with Phases() as harness:
+                for _ in range(args.repeats):
+                    harness.reset()
+                    _, total = timed(lambda: run(engines[True], samples))
+                    if phases is None or total < phases[0]:
+                        phases = (total, harness.table(total))
 
     distinct = len({s.id for s in samples})
     print(f"model: tiny Qwen2.5-VL, {model_note}; {len(episodes)} episodes ({distinct} distinct questions x group size {args.group_size}); "
@@ -158,6 +236,11 @@ def main() -> None:
         print(f"rollout / raw:          {rollout_rate / raw_rate:8.2f}     (target >= 0.7)")
     if len(engines) == 2:
         print(f"\nbatched rollout, kv_cache on vs off: {batched[False][1] / batched[True][1]:.2f}x faster")
+    if phases is not None:
+        total, rows = phases
+        print(f"\n--- phases of the batched rollout, kv_cache on (fastest of {args.repeats}: {total:.2f} s) ---")
+        for name, seconds, positions in rows:
+            print(f"{name:68s} {seconds:6.2f} s" + (f"   {positions:,} positions" if positions is not None else ""))
 
 
 if __name__ == "__main__":
