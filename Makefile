@@ -1,10 +1,12 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv and install what they need.
-# On CPU machines torch==2.13.0 (a local CPU build) is installed first; on a GPU machine pass TORCH="torch" (or any spec).
+# On CPU machines torch==2.13.0 (a local CPU build) is installed first; on a GPU machine pass TORCH="torch" (or any spec)
+# and DEVICE=cuda, which runs every model stage of the demo there.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
+DEVICE ?= cpu
 BIN := $(VENV)/bin
 
 .PHONY: setup setup-dev demo test test-unit clean
@@ -29,7 +31,7 @@ setup-dev: $(VENV)/.installed-dev
 
 # The embedded demo, every stage (see docs/results.md); a second run reuses the finished stages.
 demo: setup
-	$(BIN)/mmsearch-r1 demo --out $(DEMO_OUT)
+	$(BIN)/mmsearch-r1 demo --out $(DEMO_OUT) --device $(DEVICE)
 
 test: setup-dev
 	bash scripts/test-deps.sh

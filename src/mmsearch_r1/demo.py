@@ -323,7 +323,11 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     """Run (or resume) every stage of the demo under ``out``; return the path of ``results.json``."""
     from rich.console import Console
 
+    from mmsearch_r1.models.policy import require_device
+
     console = console or Console()
+    for device in {cfg.pretrain.device, cfg.train.device, cfg.engine.device}:
+        require_device(device)  # before any stage runs, not after the CPU stages
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -451,7 +455,7 @@ def run_sft(balanced_dir: Path, policy_dir: Path, world_dir: Path, out: Path, cf
     pool = read_parquet(world_dir / "train.parquet")
     wanted = int(round(cfg.demo.sft_data_factor * rl_questions))  # capped by the world's training questions
     samples = [pool[i] for i in rng.permutation(len(pool))[:wanted]]
-    policy = load_policy(policy_dir)
+    policy = load_policy(policy_dir, device=cfg.train.device)
     teacher = OracleEngine(HFEngine(policy), world_plans(samples, load_world(world_dir), with_answers=True))
     trajectories = rollout(samples, teacher, world_toolbox(world_dir, cfg), protocol=cfg.protocol, sampling=cfg.engine.sampling, seed=cfg.seed)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.demo.sft_lr)
@@ -465,7 +469,7 @@ def run_sft(balanced_dir: Path, policy_dir: Path, world_dir: Path, out: Path, cf
                 logprobs = trajectory_logprobs(policy, batch, sampled_only=True)
                 width = max(len(t.token_ids) for t in batch)
                 values = torch.stack([torch.nn.functional.pad(lp, (0, width - len(lp))) for lp in logprobs])
-                mask = torch.tensor([t.loss_mask + [0] * (width - len(t.loss_mask)) for t in batch])
+                mask = torch.tensor([t.loss_mask + [0] * (width - len(t.loss_mask)) for t in batch], device=values.device)
                 loss = -masked_mean(values, mask)
                 optimizer.zero_grad()
                 loss.backward()

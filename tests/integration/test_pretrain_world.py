@@ -102,3 +102,25 @@ def test_every_demonstration_names_the_entity_its_own_top_title_gives(world_dir,
     by_name = {e.name: e for e in load_world(world_dir).entities}
     drilled = {name for d, name in said if d.group == "naming"}
     assert len(drilled) > 1 and not any(by_name[name].known_by_sight for name in drilled)  # a recognised entity keeps its own name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pretraining_on_a_gpu_follows_the_cpu_run(world_dir, tmp_path):
+    """The same schedule on either device: the losses agree to float precision, and the report samples on the GPU."""
+    cpu = pretrain(load_config(None, TINY + ["pretrain.report_samples=0"]), world_dir, tmp_path / "cpu")
+    gpu = pretrain(load_config(None, TINY + ["pretrain.device=cuda"]), world_dir, tmp_path / "gpu")
+    cpu_losses = json.loads((cpu / "pretrain_summary.json").read_text())["training"]["losses"]
+    report = json.loads((gpu / "pretrain_report.json").read_text())
+    assert len(report["training"]["losses"]) == len(cpu_losses) > 2
+    assert report["training"]["losses"] == pytest.approx(cpu_losses, rel=2e-2)
+    assert report["evaluation"]["figures"]["direct"]["all"]["n"] == 8
+    assert load_policy(gpu).model.device.type == "cpu"  # the saved policy loads anywhere
+
+
+def test_pretraining_refuses_a_device_torch_cannot_use(world_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU; the refusal is for machines without one")
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        pretrain(load_config(None, TINY + ["pretrain.device=cuda:0"]), world_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -60,3 +60,20 @@ def test_data_inspect_json():
 def test_data_inspect_missing_file_is_a_clear_error(tmp_path):
     result = run("data", "inspect", str(tmp_path / "none.parquet"))
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_on_a_device_torch_cannot_use_stops_before_any_stage(tmp_path):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU; the refusal is for machines without one")
+    result = run("demo", "--device", "cuda", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: device `cuda` was asked for, but torch") and "device cpu" in result.stderr
+    assert not (tmp_path / "demo").exists()  # refused before the world stage made anything
+
+
+def test_demo_device_is_checked_by_the_config_first(tmp_path):
+    result = run("demo", "--device", "gpu", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 2 and "pretrain.device" in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -14,6 +14,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every stage's outputs; a second run reuses the finished stages whose settings did not change, resumes an interrupted one and redoes the rest."),
     size: str = typer.Option("default", "--size", help="default: the full demo (14-24 minutes on 2 CPU cores, depending on the host); small: a quick check with 10 GRPO steps (about 8 minutes; most of it is the same pretraining)."),
     ablations: bool = typer.Option(False, "--ablations", help="Also run GRPO without the search penalty, GRPO on search-required data only, and SFT on oracle trajectories."),
+    device: Optional[str] = typer.Option(None, "--device", help="Run every model stage (pretraining, GRPO, SFT, rollouts) on this device: cpu or cuda[:i]; the same as --set pretrain.device=D --set train.device=D --set engine.device=D. Default: the config's (cpu)."),
     config: Optional[Path] = ConfigOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
@@ -29,7 +30,8 @@ def demo(
 
     if size not in ("default", "small"):
         raise ConfigError(f"--size must be default or small, not {size!r}.")
-    cfg = load_config(config or demo_config_path(size), set_ or [])
+    devices = [f"{section}.device={device}" for section in ("pretrain", "train", "engine")] if device else []
+    cfg = load_config(config or demo_config_path(size), devices + (set_ or []))
     results = run_demo(cfg, out, ablations=ablations)
     typer.echo(f"results: {results} (table: {results.with_suffix('.md')})")
 

@@ -150,6 +150,19 @@ def build_tiny_policy(cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", 
     return Policy(model=model, processor=build_processor(tokenizer, tiny_image_settings(cfg)))
 
 
+def require_device(device: str) -> str:
+    """``device`` itself, once torch can place a model there; else a ConfigError that says what to pass instead."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device `{device}` was asked for, but torch {torch.__version__} sees no CUDA GPU here; run on the CPU (device cpu), or install a CUDA build of torch on a machine with a GPU.")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device `{device}` was asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    return device
+
+
 def _resolve_dtype(dtype: "str | torch.dtype | None", device: str) -> "torch.dtype | str":
     import torch
 
@@ -179,6 +192,7 @@ def load_policy(path: str | Path, device: str = "cpu", dtype: "str | torch.dtype
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     folder = Path(path)
+    require_device(device)
     if not (folder / "config.json").is_file():
         raise ConfigError(f"policy folder {folder} has no config.json; pass a checkpoint folder in Hugging Face layout (or run `mmsearch-r1 pretrain`).")
     settings_file = folder / "preprocessor_config.json"

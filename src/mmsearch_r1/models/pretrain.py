@@ -352,8 +352,8 @@ def plan(cfg: Any, source: DemoSource, progress: bool = False) -> Plan:
 # --- training -----------------------------------------------------------------------------------------
 
 
-def collate(batch: list["Encoded"], pad_id: int, image_token_id: int) -> dict:
-    """Right-padded tensors: input ids, attention mask, loss mask, and the images in order.
+def collate(batch: list["Encoded"], pad_id: int, image_token_id: int, device: str = "cpu") -> dict:
+    """Right-padded tensors on ``device``: input ids, attention mask, loss mask, and the images in order.
 
     ``mm_token_type_ids`` marks the image tokens, so the model computes its 3-D rope positions exactly as
     the rollout engine does when it samples.
@@ -374,7 +374,7 @@ def collate(batch: list["Encoded"], pad_id: int, image_token_id: int) -> dict:
     if pixels:
         inputs["pixel_values"] = torch.cat(pixels)
         inputs["image_grid_thw"] = torch.stack([g for x in batch for g in x.image_grid_thw])
-    return {"inputs": inputs, "loss_mask": mask}
+    return {"inputs": {k: v.to(device) for k, v in inputs.items()}, "loss_mask": mask.to(device)}
 
 
 def masked_lm_loss(logits: "torch.Tensor", input_ids: "torch.Tensor", loss_mask: "torch.Tensor") -> "torch.Tensor":
@@ -437,7 +437,7 @@ def load_checkpoint(folder: Path, model, optimizer, stamp: str) -> tuple[int, li
     path = folder / STATE_FILE
     if not path.is_file():
         return 0, []
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")  # load_state_dict copies to the model's device
     if state["fingerprint"] != stamp:
         raise ConfigError(f"the checkpoint in {folder} was made with another config or world; pass a new --out, or delete {folder} to start over.")
     model.load_state_dict(state["model"])
@@ -465,7 +465,7 @@ def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, fold
     import torch
 
     p = cfg.pretrain
-    model = policy.model
+    model = policy.model.to(p.device)
     decay = [w for n, w in model.named_parameters() if w.ndim >= 2 and "embed" not in n]
     no_decay = [w for n, w in model.named_parameters() if not (w.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
@@ -481,7 +481,7 @@ def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, fold
     for step in _progress(range(start, total), progress, f"pretrain (from step {start})" if start else "pretrain", total - start):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, p.lr, p.warmup_steps, p.min_lr_ratio)
-        batch = collate(batches[step], pad_id, image_token_id)
+        batch = collate(batches[step], pad_id, image_token_id, device=p.device)
         logits = model(**batch["inputs"]).logits
         loss = masked_lm_loss(logits, batch["inputs"]["input_ids"], batch["loss_mask"])
         optimizer.zero_grad(set_to_none=True)
@@ -511,11 +511,12 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     import torch
 
     from mmsearch_r1.config import save_config
-    from mmsearch_r1.models.policy import build_tiny_policy, load_policy
+    from mmsearch_r1.models.policy import build_tiny_policy, load_policy, require_device
     from mmsearch_r1.models.tokenizer import build_tokenizer
     from mmsearch_r1.world.schema import load_world
 
     # --- setup
+    require_device(cfg.pretrain.device)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.set_num_threads(cfg.pretrain.threads)
@@ -558,7 +559,7 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
         from mmsearch_r1.models.report import write_report
 
         clock = time.perf_counter()
-        write_report(load_policy(out), cfg, world, world_dir, toolbox, out, summary, timings, progress=progress)
+        write_report(load_policy(out, device=cfg.pretrain.device), cfg, world, world_dir, toolbox, out, summary, timings, progress=progress)
     else:
         (out / "pretrain_summary.json").write_text(json.dumps({**summary, "seconds": timings}, indent=1) + "\n")
     return out
