@@ -42,7 +42,8 @@ class PretrainConfig(Section):
     """Supervised pretraining that gives the tiny model partial knowledge and the protocol."""
 
     # How a run goes, not what it makes: left out of the fingerprints that decide whether to resume or redo it.
-    RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"threads", "report_samples", "checkpoint_every"})
+    # Threads and device change the rounding, not the run's schedule: a run interrupted on one resumes on the other.
+    RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"threads", "device", "report_samples", "checkpoint_every"})
 
     lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (3e-3 is too high for the tiny model: facts stop being memorised).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
