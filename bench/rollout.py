@@ -64,14 +64,18 @@ def setup(args: argparse.Namespace, scratch: Path):
         pages = [line for line in (world / "pages.jsonl").read_text().splitlines()]
         policy, weights = build_tiny_policy(ModelConfig(), build_tokenizer(pages)), "random weights (ModelConfig defaults)"
     policy.model.to(args.device)
-    cfg = load_config(None, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
+    # A policy folder made by `pretrain` or `train` holds the config it was made with: run it under its own protocol
+    # (the demo's shows 3 results a search, the defaults 5), as its evaluations do.
+    own = args.model / "config.toml" if args.model is not None and (args.model / "config.toml").is_file() else None
+    cfg = load_config(own, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
     toolbox = build_toolbox(cfg.tools)
     questions = read_parquet(world / "test.parquet")
     samples = [questions[i % len(questions)] for i in range(max(1, args.episodes // args.group_size))]
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.kv_cache]
     engines = {kv: HFEngine(policy, canonical_tokens=not args.keep_sampled_ids, kv_cache=kv) for kv in modes}
     params = sum(p.numel() for p in policy.model.parameters())
-    return policy, engines, toolbox, samples, cfg, f"{weights}, {params / 1e6:.2f} M parameters"
+    protocol = f"{cfg.protocol.image_top_k} image / {cfg.protocol.text_top_k} text results a search" + (" (the policy's own config)" if own else "")
+    return policy, engines, toolbox, samples, cfg, f"{weights}, {params / 1e6:.2f} M parameters; {protocol}"
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time
