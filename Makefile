@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv and install what they need.
 # On CPU machines torch==2.13.0 (a local CPU build) is installed first; on a GPU machine pass TORCH="torch" (or any spec)
-# and DEVICE=cuda, which runs every model stage of the demo there.
+# and DEVICE=cuda, which runs every model stage of the demo there (`make clean` first if .venv holds the CPU build).
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -45,7 +45,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed seconds; cpu: this process's CPU seconds (steadier on a shared machine; with 1 thread the same as wall on an idle one).")
     parser.add_argument("--phases", action="store_true", help="Also time the KV-cache engine's batched rollout phase by phase (prefill, decode, host work).")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.phases and args.kv_cache == "off":
+        parser.error("--phases times the KV-cache engine; use --kv-cache on or both.")
+    return args
 
 
 def setup(args: argparse.Namespace, scratch: Path):
@@ -54,6 +57,7 @@ def setup(args: argparse.Namespace, scratch: Path):
     from mmsearch_r1.data import read_parquet
     from mmsearch_r1.engines.hf import HFEngine
     from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer, load_policy
+    from mmsearch_r1.models.policy import require_device
     from mmsearch_r1.tools import build_toolbox
     from mmsearch_r1.world import build_world
 
@@ -63,10 +67,10 @@ def setup(args: argparse.Namespace, scratch: Path):
     else:
         pages = [line for line in (world / "pages.jsonl").read_text().splitlines()]
         policy, weights = build_tiny_policy(ModelConfig(), build_tokenizer(pages)), "random weights (ModelConfig defaults)"
-    policy.model.to(args.device)
-    # A policy folder made by `pretrain` or `train` holds the config it was made with: run it under its own protocol
-    # (the demo's shows 3 results a search, the defaults 5), as its evaluations do.
-    own = args.model / "config.toml" if args.model is not None and (args.model / "config.toml").is_file() else None
+    policy.model.to(require_device(args.device, "--device"))
+    # `pretrain` writes its config beside the policy, `train` one folder up (OUT/policy, OUT/checkpoints/step_N/policy):
+    # run the policy under its own protocol (the demo's shows 3 results a search, the defaults 5), as its evaluations do.
+    own = next((f / "config.toml" for f in (args.model, args.model.parent) if (f / "config.toml").is_file()), None) if args.model else None
     cfg = load_config(own, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
     toolbox = build_toolbox(cfg.tools)
     questions = read_parquet(world / "test.parquet")
@@ -94,9 +98,9 @@ class Phases:
     """Seconds spent in each phase of a rollout with the KV-cache engine, timed by wrapping the functions that do them.
 
     A measuring harness: while active it replaces ``EpisodeCache.extend`` / ``.step``, ``HFEngine.generate``
-    and the rollout's ``give`` / ``run_searches`` with timed wrappers, and puts them back on exit. The first
-    ``generate`` call of a rollout prefills the opening turns; every later prefill is of feedback (and of
-    retokenized turns, which are rare with a trained policy).
+    and the rollout's ``give`` / ``run_searches`` with timed wrappers, and puts them back on exit. Prefill
+    during the first ``generate`` call of a rollout counts as first-turn prefill, every later one as feedback;
+    retokenized turns (rare with a trained policy) are rescored through the same calls and count where they fall.
     """
 
     def __init__(self):

@@ -69,10 +69,15 @@ def fingerprint(*parts: Any) -> str:
 
 
 def pretrained_fingerprint(world: str, cfg: Any) -> str:
-    """The pretraining stage's stamp: its world, its settings, and the version of the code's demonstrations."""
+    """The pretraining stage's stamp: its world, its settings, the version of the code's demonstrations, and its
+    device when that is not the CPU (``pretrain.device`` is run-only for resuming a checkpoint, not for reusing
+    a demo stage: a folder made on the CPU and run again with ``--device cuda`` pretrains again)."""
     from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
 
-    return fingerprint(world, settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol), DEMONSTRATIONS_VERSION)
+    parts = [world, settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol), DEMONSTRATIONS_VERSION]
+    if cfg.pretrain.device != "cpu":  # a GPU pretrains another model; CPU stamps stay those made before devices existed
+        parts.append(cfg.pretrain.device)
+    return fingerprint(*parts)
 
 
 def balanced_fingerprint(pretrained: str, cfg: Any) -> str:
@@ -326,8 +331,9 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     from mmsearch_r1.models.policy import require_device
 
     console = console or Console()
-    for device in {cfg.pretrain.device, cfg.train.device, cfg.engine.device}:
-        require_device(device)  # before any stage runs, not after the CPU stages
+    for setting in ("pretrain.device", "train.device", "engine.device"):  # before any stage runs, not after the CPU ones
+        section, key = setting.split(".")
+        require_device(getattr(getattr(cfg, section), key), setting)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)

@@ -10,7 +10,7 @@ from PIL import Image  # noqa: E402
 
 from mmsearch_r1.errors import ConfigError  # noqa: E402
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer, load_policy  # noqa: E402
-from mmsearch_r1.models.policy import _mrope_section  # noqa: E402
+from mmsearch_r1.models.policy import _mrope_section, require_device  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,20 @@ def test_loads_a_checkpoint_in_real_qwen_layout(policy, tmp_path):
 def test_missing_folder_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no config.json"):
         load_policy(tmp_path / "nowhere")
+
+
+def test_a_device_torch_cannot_use_is_one_sentence_naming_the_setting(policy, tmp_path):
+    for device in ("gpu", "cuda:x", "cuda1", "mps"):
+        with pytest.raises(ConfigError, match=rf"^engine.device is `{device}`; use cpu, cuda or cuda:<index>.$"):
+            require_device(device, "engine.device")
+    assert require_device("cpu", "engine.device") == "cpu"
+    if torch.version.cuda is None:
+        with pytest.raises(ConfigError, match=r"^train.device is `cuda:0`, but torch .* is a CPU-only build; set train.device=cpu, or install"):
+            require_device("cuda:0", "train.device")
+    elif torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        with pytest.raises(ConfigError, match=f"this machine has {count} CUDA GPU"):
+            require_device(f"cuda:{count}", "train.device")
+    policy.save(tmp_path / "p")
+    with pytest.raises(ConfigError, match="the policy's device is `gpu`"):
+        load_policy(tmp_path / "p", device="gpu")

@@ -70,10 +70,12 @@ def test_demo_on_a_device_torch_cannot_use_stops_before_any_stage(tmp_path):
         pytest.skip("this machine has a CUDA GPU; the refusal is for machines without one")
     result = run("demo", "--device", "cuda", "--out", str(tmp_path / "demo"))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith("error: device `cuda` was asked for, but torch") and "device cpu" in result.stderr
+    assert "error: --device is `cuda`, but torch" in result.stderr and "set --device=cpu" in result.stderr
     assert not (tmp_path / "demo").exists()  # refused before the world stage made anything
 
 
-def test_demo_device_is_checked_by_the_config_first(tmp_path):
+def test_an_unknown_demo_device_is_one_clear_error(tmp_path):
     result = run("demo", "--device", "gpu", "--out", str(tmp_path / "demo"))
-    assert result.returncode == 2 and "pretrain.device" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "error: --device is `gpu`; use cpu, cuda or cuda:<index>." in result.stderr
+    assert not (tmp_path / "demo").exists()

@@ -51,6 +51,8 @@ def test_a_pretraining_by_older_demonstrations_is_made_again(monkeypatch):
     cfg = load_config(demo_config_path("small"))
     now = pretrained_fingerprint("world", cfg)
     assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.threads=2"]))
+    assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.device=cpu"]))
+    assert now != pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.device=cuda"]))  # another model
     monkeypatch.setattr(model_config, "DEMONSTRATIONS_VERSION", model_config.DEMONSTRATIONS_VERSION - 1)
     assert pretrained_fingerprint("world", cfg) != now
 

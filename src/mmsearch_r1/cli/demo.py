@@ -27,9 +27,12 @@ def demo(
     from mmsearch_r1.config import load_config
     from mmsearch_r1.demo import demo_config_path, run_demo
     from mmsearch_r1.errors import ConfigError
+    from mmsearch_r1.models.policy import require_device
 
     if size not in ("default", "small"):
         raise ConfigError(f"--size must be default or small, not {size!r}.")
+    if device is not None:
+        require_device(device, "--device")
     devices = [f"{section}.device={device}" for section in ("pretrain", "train", "engine")] if device else []
     cfg = load_config(config or demo_config_path(size), devices + (set_ or []))
     results = run_demo(cfg, out, ablations=ablations)

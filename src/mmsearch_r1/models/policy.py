@@ -14,6 +14,7 @@ processor, which needs torchvision.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,16 +151,24 @@ def build_tiny_policy(cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", 
     return Policy(model=model, processor=build_processor(tokenizer, tiny_image_settings(cfg)))
 
 
-def require_device(device: str) -> str:
-    """``device`` itself, once torch can place a model there; else a ConfigError that says what to pass instead."""
+DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"  # the devices the project places models on
+
+
+def require_device(device: str, setting: str = "device") -> str:
+    """``device`` itself, once torch can place a model there; else a ConfigError naming ``setting`` and the fix."""
     import torch
 
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device `{device}` was asked for, but torch {torch.__version__} sees no CUDA GPU here; run on the CPU (device cpu), or install a CUDA build of torch on a machine with a GPU.")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device `{device}` was asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if not re.match(DEVICE_PATTERN, device):
+        raise ConfigError(f"{setting} is `{device}`; use cpu, cuda or cuda:<index>.")
+    if device == "cpu":
+        return device
+    if torch.version.cuda is None:
+        raise ConfigError(f"{setting} is `{device}`, but torch {torch.__version__} is a CPU-only build; set {setting}=cpu, or install a CUDA build of torch on a machine with a GPU.")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{setting} is `{device}`, but torch sees no CUDA GPU here (check the driver and CUDA_VISIBLE_DEVICES); set {setting}=cpu, or run on a machine with a GPU.")
+    count, index = torch.cuda.device_count(), int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ConfigError(f"{setting} is `{device}`, but this machine has {count} CUDA GPU(s); use cuda:0 to cuda:{count - 1}.")
     return device
 
 
@@ -192,7 +201,7 @@ def load_policy(path: str | Path, device: str = "cpu", dtype: "str | torch.dtype
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     folder = Path(path)
-    require_device(device)
+    require_device(device, "the policy's device")
     if not (folder / "config.json").is_file():
         raise ConfigError(f"policy folder {folder} has no config.json; pass a checkpoint folder in Hugging Face layout (or run `mmsearch-r1 pretrain`).")
     settings_file = folder / "preprocessor_config.json"

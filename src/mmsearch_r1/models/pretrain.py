@@ -516,7 +516,7 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     from mmsearch_r1.world.schema import load_world
 
     # --- setup
-    require_device(cfg.pretrain.device)
+    require_device(cfg.pretrain.device, "pretrain.device")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.set_num_threads(cfg.pretrain.threads)

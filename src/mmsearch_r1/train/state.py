@@ -138,7 +138,7 @@ def save_checkpoint(out_dir: Path, policy: "Policy", state: TrainerState, config
 def load_trainer_state(checkpoint: Path) -> TrainerState:
     import torch
 
-    data: dict[str, Any] = torch.load(Path(checkpoint) / "trainer_state.pt", weights_only=False)
+    data: dict[str, Any] = torch.load(Path(checkpoint) / "trainer_state.pt", weights_only=False, map_location="cpu")
     return TrainerState(**data)
 
 

@@ -53,12 +53,16 @@ def train(cfg, *, resume: bool = False, toolbox: "Toolbox | None" = None) -> Pat
     """
     import torch
 
+    from mmsearch_r1.models.policy import require_device
     from mmsearch_r1.reward import penalty_schedule
     from mmsearch_r1.rollout import rollout
     from mmsearch_r1.train.grpo import group_advantages, group_index
 
     # --- setup -----------------------------------------------------------------------------------------
     tc: TrainConfig = cfg.train
+    require_device(tc.device, "train.device")
+    if cfg.engine.type == "hf":
+        require_device(cfg.engine.device, "engine.device")
     out = Path(cfg.out_dir)
     torch.set_num_threads(tc.threads)
     checkpoint = _resume_point(out, resume)
