@@ -30,6 +30,20 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def stamp_settings(section: Section) -> dict:
+    """A section as a stamp sees it (the fingerprint a resumed run or a reused demo stage must match).
+
+    Left out: the section's ``RUN_ONLY`` keys (how a run goes: threads, progress, ...), and each key of its
+    ``ADDED_LATER`` while it holds the value given there (a setting added after stamps were first written,
+    at the value that does what the code did before it existed, so that folders made before keep theirs).
+    """
+    data = section.model_dump(mode="json", exclude=set(getattr(section, "RUN_ONLY", ())))
+    for key, value in getattr(section, "ADDED_LATER", {}).items():
+        if data.get(key) == value:
+            del data[key]
+    return data
+
+
 class ProtocolConfig(Section):
     """The action grammar's limits and where its prompt templates live."""
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from pydantic import Field
 
-from mmsearch_r1.config import Section, save_config
+from mmsearch_r1.config import Section, save_config, stamp_settings
 from mmsearch_r1.errors import ConfigError
 
 
@@ -107,8 +107,8 @@ def eval_fingerprint_inputs(cfg: Any) -> tuple[dict, dict]:
 
 
 def settings(section: Any) -> dict:
-    """A config section as a stage fingerprint sees it: without its ``RUN_ONLY`` keys (threads, progress, …)."""
-    return section.model_dump(mode="json", exclude=set(getattr(section, "RUN_ONLY", ())))
+    """A config section as a stage fingerprint sees it (``config.stamp_settings``: without its run-only keys)."""
+    return stamp_settings(section)
 
 
 def _stamp(folder: Path) -> dict | None:

@@ -226,6 +226,10 @@ def test_drills_train_only_knowledge(world):
     in_context = drill_demo("c", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8)))], templates)
     assert [m.role for m in in_context.messages] == ["system", "user", "assistant"]
     assert in_context.messages[1].text == templates.user_prompt.format(question="Q1", refusal="I cannot answer this question.")
+    direct = drill_demo("c", [Drill(sight, sight.facts[0].attribute, "Q1", Image.new("RGB", (8, 8)))], templates, direct=True)
+    assert direct.messages[1].text == templates.direct_prompt.format(question="Q1", refusal="I cannot answer this question.")
+    # in the direct workflow answering is the only choice, so it is trained with the knowledge
+    assert [p.text for p in direct.turns[0] if p.trained] == [f" {sight.name}", " but", " Answer.</reason>", "<answer>"]
 
 
 def test_reading_drills_train_the_answer_read_from_the_top_summary(world, setup):

@@ -72,6 +72,25 @@ def test_entity_choices_depend_on_the_entity_never_on_the_group():
     assert {c.direct_prob for c in entity_choices(world, PretrainConfig(direct_prob=0.3, direct_spread=0.0), seed=0).values()} == {0.3}
 
 
+def test_name_before_query_makes_only_unrecognised_entities_search_images_first():
+    import numpy as np
+
+    from mmsearch_r1.models.config import PretrainConfig
+    from mmsearch_r1.models.demos import draw_actions
+    from mmsearch_r1.models.pretrain import entity_choices
+    from mmsearch_r1.world.build import generate_world
+
+    world = generate_world(seed=0, size="small")
+    plain, named = (entity_choices(world, PretrainConfig(name_before_query=on), seed=0) for on in (False, True))
+    rng = np.random.default_rng(0)
+    for entity in world.entities:
+        firsts = {draw_actions(rng, named[entity.name])[0] for _ in range(200)}
+        if entity.known_by_sight:
+            assert named[entity.name] == plain[entity.name] and firsts == {"answer", "image_search", "text_search"}
+        else:  # whether to search stays random; a search starts with the image
+            assert named[entity.name].direct_prob == plain[entity.name].direct_prob and firsts == {"answer", "image_search"}
+
+
 def test_swapped_names_go_only_to_image_searches_on_entities_the_model_cannot_recognise():
     from types import SimpleNamespace as S
 

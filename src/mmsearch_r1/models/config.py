@@ -44,6 +44,7 @@ class PretrainConfig(Section):
     # How a run goes, not what it makes: left out of the fingerprints that decide whether to resume or redo it.
     # Threads and device change the rounding, not the run's schedule: a run interrupted on one resumes on the other.
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"threads", "device", "report_samples", "checkpoint_every"})
+    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0}  # see config.stamp_settings
 
     lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (3e-3 is too high for the tiny model: facts stop being memorised).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
@@ -57,6 +58,7 @@ class PretrainConfig(Section):
     direct_spread: float = Field(0.25, ge=0.0, le=1.0, description="Each entity's chance to answer at once is direct_prob moved by up to this either way; every knowledge group gets the same chances (independent of need).")
     image_first_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance a searching demonstration starts with image search.")
     follow_up_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance an image search is followed by a text search.")
+    name_before_query: bool = Field(False, description="A searching demonstration on an entity the model cannot recognise starts with image search: a query needs the entity's name, and only the image results give it (whether to search stays random).")
     fitting_prob: float = Field(0.0, ge=0.0, le=1.0, description="Chance a searching demonstration of a question that needs search makes exactly the searches it needs (whether to search stays random).")
     direct_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of protocol demonstrations in the direct workflow (no tools offered).")
     rag_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of protocol demonstrations in the rag workflow (image results given, then a query).")
@@ -68,6 +70,7 @@ class PretrainConfig(Section):
     refuse_unknown: bool = Field(False, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")
     swapped_names: float = Field(0.0, ge=0.0, le=1.0, description="Share of protocol demonstrations with an image search, on an entity the model cannot recognise, whose results give it another such entity's name (read and followed): naming it then takes reading the title (docs/model.md, \"Reading names\").")
+    direct_drill_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of the drills asked in the protocol's opening that use the direct workflow's prompt (no tools), where the choice to answer is trained too.")
     drill_context_share: float = Field(0.15, ge=0.0, le=1.0, description="Share of drills asked one per chat in the protocol's real opening turn.")
     drill_size: int = Field(1, ge=1, le=256, description="Knowledge questions per bare drill chat (1 learns fastest per token: packed chats make the model look past the right image).")
     grad_clip: float = Field(1.0, gt=0.0, le=100.0, description="Gradient norm clip.")

@@ -433,7 +433,7 @@ class Drill:
     image: "Image.Image | None" = None
 
 
-def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None = None) -> Demonstration:
+def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None = None, *, direct: bool = False) -> Demonstration:
     """Knowledge questions answered directly in one chat; only knowledge is trained.
 
     The trained pieces are the words of the reasoning that are knowledge (the entity's name, or ``unknown``
@@ -444,7 +444,9 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
 
     Without ``templates`` the questions are packed bare, many to a chat (cheap); with them, each question
     is asked in the protocol's own opening (system message and on-demand prompt), as an episode starts,
-    so that what the drills teach carries over to the distance and wording of a real first turn.
+    so that what the drills teach carries over to the distance and wording of a real first turn. With
+    ``direct`` it is asked in the direct workflow's prompt, which offers no tools, and the choice to answer
+    is trained too: there it is the only choice, so training it teaches the prompt, not to skip search.
     """
     demo = Demonstration(drill_id, "drill", [], [], train_end_of_turn=False)
     for drill in drills:
@@ -452,7 +454,7 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
         if templates is not None:
             if not demo.messages and templates.system:
                 demo.messages.append(Message("system", [templates.system]))
-            question = templates.user_prompt.format(question=question, refusal=REFUSAL)
+            question = (templates.direct_prompt if direct else templates.user_prompt).format(question=question, refusal=REFUSAL)
         content: list = [ImageRef(len(demo.images)), question] if drill.image is not None else [question]
         demo.messages.append(Message("user", content))
         if drill.image is not None:
@@ -461,7 +463,7 @@ def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None =
         knows_name = drill.image is None or entity.known_by_sight
         fact = entity.fact(drill.attribute).answer
         pieces = first_thoughts(entity.name, knows_name, entity.facts_known, drill=True)
-        pieces += [decision("answer", False), Piece("<answer>", False), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
+        pieces += [decision("answer", direct), Piece("<answer>", direct), Piece(f" {fact}", knows_name and entity.facts_known), Piece("</answer>", False)]
         demo.add_turn(pieces, "answer")
     return demo
 

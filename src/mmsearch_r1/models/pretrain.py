@@ -124,7 +124,8 @@ def entity_choices(world: "World", p: "PretrainConfig", seed: int) -> dict[str, 
         shifts = np.linspace(-p.direct_spread, p.direct_spread, len(members)) if len(members) > 1 else np.zeros(1)
         for entity, shift in zip(members, rng.permutation(shifts)):
             chance = float(np.clip(p.direct_prob + shift, 0.0, 1.0))
-            choices[entity.name] = DemoPolicy(chance, p.image_first_prob, p.follow_up_prob, p.fitting_prob)
+            image_first = 1.0 if p.name_before_query and not entity.known_by_sight else p.image_first_prob
+            choices[entity.name] = DemoPolicy(chance, image_first, p.follow_up_prob, p.fitting_prob)
     return choices
 
 
@@ -244,7 +245,8 @@ class DemoSource:
                 drills += [Drill(entity, fact.attribute, world.name_question(entity, fact.attribute))] * p.fact_drills
         order = [drills[i] for i in rng.permutation(len(drills))]
         in_context = round(p.drill_context_share * len(order))
-        out = [self._encode(drill_demo(f"drill-{e}-c{k}", [d], self.templates)) for k, d in enumerate(order[:in_context])]
+        direct = round(p.direct_drill_share * in_context)  # the first of them in the direct workflow's prompt
+        out = [self._encode(drill_demo(f"drill-{e}-c{k}", [d], self.templates, direct=k < direct)) for k, d in enumerate(order[:in_context])]
         packed = order[in_context:]
         chats = [packed[i:i + p.drill_size] for i in range(0, len(packed), p.drill_size)]
         return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng) + self.naming(e)
@@ -406,11 +408,12 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
 def fingerprint(cfg: Any, world_dir: Path) -> str:
     """What a checkpoint must match to be resumed: model, pretraining, protocol, seed, the world file and the
     version of the demonstrations."""
+    from mmsearch_r1.config import stamp_settings
     from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
 
     parts = {
         "model": cfg.model.model_dump(mode="json"),
-        "pretrain": cfg.pretrain.model_dump(mode="json", exclude=set(cfg.pretrain.RUN_ONLY)),
+        "pretrain": stamp_settings(cfg.pretrain),
         "protocol": cfg.protocol.model_dump(mode="json"), "seed": cfg.seed,
         "world": hashlib.sha256((world_dir / "world.json").read_bytes()).hexdigest(),
         "demonstrations": DEMONSTRATIONS_VERSION,
