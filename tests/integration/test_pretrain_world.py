@@ -26,6 +26,22 @@ def world_dir(tmp_path_factory):
     return build_world(tmp_path_factory.mktemp("world"), seed=3, size="small")
 
 
+def interrupted_pretraining(cfg, world_dir, out, monkeypatch) -> None:
+    """Run ``pretrain`` into ``out`` and interrupt it during step 4, after its checkpoint at step 2."""
+    real_collate, calls = pretrain_module.collate, {"n": 0}
+
+    def failing_collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "collate", failing_collate)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, world_dir, out)
+    monkeypatch.setattr(pretrain_module, "collate", real_collate)
+
+
 def test_pretrain_writes_a_loadable_policy_and_its_report(world_dir, tmp_path):
     cfg = load_config(None, TINY)
     out = pretrain(cfg, world_dir, tmp_path / "policy")
@@ -47,18 +63,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(world_dir, tmp_path
     cfg = load_config(None, TINY + ["pretrain.report_samples=0"])
     straight = load_policy(pretrain(cfg, world_dir, tmp_path / "straight"))
 
-    real_collate, calls = pretrain_module.collate, {"n": 0}
-
-    def failing_collate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the checkpoint at step 2, during step 4
-            raise KeyboardInterrupt
-        return real_collate(*args, **kwargs)
-
-    monkeypatch.setattr(pretrain_module, "collate", failing_collate)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(cfg, world_dir, tmp_path / "resumed")
-    monkeypatch.setattr(pretrain_module, "collate", real_collate)
+    interrupted_pretraining(cfg, world_dir, tmp_path / "resumed", monkeypatch)
     out = pretrain(cfg, world_dir, tmp_path / "resumed")
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["training"]["resumed_from_step"] == 2
@@ -117,18 +122,7 @@ def test_pretraining_on_a_gpu_follows_the_cpu_run(world_dir, tmp_path, monkeypat
     assert report["training"]["losses"] == pytest.approx(cpu_losses, rel=2e-2)
     assert report["evaluation"]["figures"]["direct"]["all"]["n"] == 8
 
-    real_collate, calls = pretrain_module.collate, {"n": 0}
-
-    def failing_collate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the checkpoint at step 2, during step 4
-            raise KeyboardInterrupt
-        return real_collate(*args, **kwargs)
-
-    monkeypatch.setattr(pretrain_module, "collate", failing_collate)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(load_config(None, TINY + ["pretrain.report_samples=0"]), world_dir, tmp_path / "moved")
-    monkeypatch.setattr(pretrain_module, "collate", real_collate)
+    interrupted_pretraining(load_config(None, TINY + ["pretrain.report_samples=0"]), world_dir, tmp_path / "moved", monkeypatch)
     moved = pretrain(load_config(None, TINY + ["pretrain.report_samples=0", "pretrain.device=cuda"]), world_dir, tmp_path / "moved")
     summary = json.loads((moved / "pretrain_summary.json").read_text())["training"]
     assert summary["resumed_from_step"] == 2 and summary["losses"][:2] == cpu_losses[:2]  # the CPU's first steps, kept
