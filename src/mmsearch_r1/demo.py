@@ -107,7 +107,8 @@ def eval_fingerprint_inputs(cfg: Any) -> tuple[dict, dict]:
 
 
 def settings(section: Any) -> dict:
-    """A config section as a stage fingerprint sees it (``config.stamp_settings``: without its run-only keys)."""
+    """A config section as a stage fingerprint sees it (``config.stamp_settings``: without its run-only keys,
+    and without settings added later while they hold their old behaviour)."""
     return stamp_settings(section)
 
 

@@ -53,7 +53,8 @@ def test_a_pretraining_by_older_demonstrations_is_made_again(monkeypatch):
     assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.threads=2"]))
     assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.device=cpu"]))
     assert now != pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.device=cuda"]))  # another model
-    assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.name_before_query=false"]))
+    assert now == pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.name_before_query=false", "pretrain.direct_drill_share=0.0"]))
+    assert now != pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.direct_drill_share=0.5"]))
     assert now != pretrained_fingerprint("world", load_config(demo_config_path("small"), ["pretrain.name_before_query=true"]))
     monkeypatch.setattr(model_config, "DEMONSTRATIONS_VERSION", model_config.DEMONSTRATIONS_VERSION - 1)
     assert pretrained_fingerprint("world", cfg) != now

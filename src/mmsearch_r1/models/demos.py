@@ -3,7 +3,8 @@
 Each demonstration is one episode written by a script instead of a model. Its sequence of actions is drawn at
 random, independently of what the question needs (answer at once with ``direct_prob``; otherwise image search
 first with ``image_first_prob`` else text search; after an image search, a text search with
-``follow_up_prob``): learning *when* to search is left to reinforcement learning. The search results are
+``follow_up_prob``; with ``name_before_query``, an entity the model cannot recognise always goes to the image
+first): learning *when* to search is left to reinforcement learning. The search results are
 real: the episodes run through ``rollout`` (with a ``ScriptedEngine`` in place of a model) on the world's
 local image and text indexes, so their contexts are exactly those a model meets, in each workflow
 (``on_demand``; and, for a share of them, ``direct`` and ``rag``, the evaluation's other two workflows).
@@ -434,7 +435,7 @@ class Drill:
 
 
 def drill_demo(drill_id: str, drills: list[Drill], templates: Templates | None = None, *, direct: bool = False) -> Demonstration:
-    """Knowledge questions answered directly in one chat; only knowledge is trained.
+    """Knowledge questions answered directly in one chat; only knowledge is trained (and, with ``direct``, the choice to answer).
 
     The trained pieces are the words of the reasoning that are knowledge (the entity's name, or ``unknown``
     for an image of an entity outside the sight groups; ``and`` / ``but``, whether it knows the facts), and
