@@ -126,10 +126,9 @@ class Phases:
             phases.calls += name == "generate"
             if name == "extend":
                 label = "first-turn prefill" if phases.calls == 1 else "prefill of the feedback turns"
+                phases.positions[label] = phases.positions.get(label, 0) + sum(len(c) for c in args[1])
             else:
                 label = labels[name]
-            if name == "extend":
-                phases.positions[label] = phases.positions.get(label, 0) + sum(len(c) for c in args[1])
             out, seconds = timed(lambda: original(*args, **kwargs))
             phases.seconds[label] = phases.seconds.get(label, 0.0) + seconds
             return out

@@ -30,6 +30,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"  # the devices the project places models on (models.policy.require_device)
+
+
 def stamp_settings(section: Section) -> dict:
     """A section as a stamp sees it (the fingerprint a resumed run or a reused demo stage must match).
 

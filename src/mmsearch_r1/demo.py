@@ -74,7 +74,7 @@ def pretrained_fingerprint(world: str, cfg: Any) -> str:
     a demo stage: a folder made on the CPU and run again with ``--device cuda`` pretrains again)."""
     from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
 
-    parts = [world, settings(cfg.model), settings(cfg.pretrain), settings(cfg.protocol), DEMONSTRATIONS_VERSION]
+    parts = [world, stamp_settings(cfg.model), stamp_settings(cfg.pretrain), stamp_settings(cfg.protocol), DEMONSTRATIONS_VERSION]
     if cfg.pretrain.device != "cpu":  # a GPU pretrains another model; CPU stamps stay those made before devices existed
         parts.append(cfg.pretrain.device)
     return fingerprint(*parts)
@@ -86,7 +86,7 @@ def balanced_fingerprint(pretrained: str, cfg: Any) -> str:
     Under the published rule the stamp is the one balanced sets had before ``drop_search_paying`` existed, so
     a demo folder made then keeps its balanced set and GRPO run.
     """
-    balance = settings(cfg.balance)
+    balance = stamp_settings(cfg.balance)
     if balance.pop("drop_search_paying"):
         return fingerprint(pretrained, balance, cfg.reward.match, cfg.reward.search_penalty)
     return fingerprint(pretrained, balance, cfg.reward.match)
@@ -98,18 +98,12 @@ def grpo_fingerprint(balanced: str, cfg: Any, **reward_updates: Any) -> str:
     The no-penalty ablation runs with the penalty set to 0, so changing the demo's penalty does not redo it.
     """
     reward = cfg.reward.model_copy(update=reward_updates)
-    return fingerprint(balanced, settings(cfg.train), settings(reward), settings(cfg.engine))
+    return fingerprint(balanced, stamp_settings(cfg.train), stamp_settings(reward), stamp_settings(cfg.engine))
 
 
 def eval_fingerprint_inputs(cfg: Any) -> tuple[dict, dict]:
     """What an evaluation stage's fingerprint adds to its policy's: the evaluation and the reward (it reports rewards)."""
-    return settings(cfg.eval), settings(cfg.reward)
-
-
-def settings(section: Any) -> dict:
-    """A config section as a stage fingerprint sees it (``config.stamp_settings``: without its run-only keys,
-    and without settings added later while they hold their old behaviour)."""
-    return stamp_settings(section)
+    return stamp_settings(cfg.eval), stamp_settings(cfg.reward)
 
 
 def _stamp(folder: Path) -> dict | None:
@@ -332,9 +326,9 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     from mmsearch_r1.models.policy import require_device
 
     console = console or Console()
-    for setting in ("pretrain.device", "train.device", "engine.device"):  # before any stage runs, not after the CPU ones
-        section, key = setting.split(".")
-        require_device(getattr(getattr(cfg, section), key), setting)
+    devices = {"pretrain.device": cfg.pretrain.device, "train.device": cfg.train.device, "engine.device": cfg.engine.device}
+    for setting, device in devices.items():  # before any stage runs, not after the CPU ones
+        require_device(device, setting)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -342,7 +336,7 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     estimates["grpo"] = estimates["grpo_step"] * cfg.train.steps
     dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
     stamps: dict[str, str] = {}
-    stamps["world"] = fingerprint(cfg.seed, settings(cfg.world))
+    stamps["world"] = fingerprint(cfg.seed, stamp_settings(cfg.world))
     stamps["pretrained"] = pretrained_fingerprint(stamps["world"], cfg)
     stamps["balanced"] = balanced_fingerprint(stamps["pretrained"], cfg)
     stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)
@@ -407,7 +401,7 @@ def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str
     stamps["no_penalty"] = grpo_fingerprint(stamps["balanced"], cfg, **NO_PENALTY)
     stamps["unbalanced_data"] = fingerprint(stamps["balanced"], "required only")
     stamps["unbalanced"] = fingerprint(stamps["unbalanced_data"], stamps["grpo"])
-    stamps["sft"] = fingerprint(stamps["balanced"], settings(cfg.demo), cfg.train.steps, cfg.train.prompts_per_step, "sft")
+    stamps["sft"] = fingerprint(stamps["balanced"], stamp_settings(cfg.demo), cfg.train.steps, cfg.train.prompts_per_step, "sft")
     eval_stage = lambda name: Stage(  # noqa: E731
         f"evaluate {name}", dirs[f"eval_{name}"], fingerprint(stamps[name], *eval_fingerprint_inputs(cfg)),
         lambda f: run_evaluation(dirs[name] / "policy", world, ["on_demand"], f, cfg), estimates["eval"],

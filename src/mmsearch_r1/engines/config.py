@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mmsearch_r1.config import Section
+from mmsearch_r1.config import DEVICE_PATTERN, Section
 
 
 class SamplingConfig(Section):
@@ -44,7 +44,7 @@ class EngineConfig(Section):
 
     type: Literal["hf", "vllm", "openai"] = Field("hf", description="hf: transformers; vllm: vLLM on a GPU; openai: any OpenAI-compatible server.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device of the hf engine's model: cpu or cuda[:i].")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Device of the hf engine's model: cpu or cuda[:i].")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(None, description="Model dtype; None: float32 on CPU, the checkpoint's own elsewhere.")
     canonical_tokens: bool = Field(True, description="Keep a turn as the canonical ids of its text when the model sampled another spelling (so messages re-encode to token_ids exactly).")
     kv_cache: bool = Field(True, description="hf engine: keep each episode's KV cache between turns, so a turn prefills only its new tokens (false: one generate call over the whole context per turn).")

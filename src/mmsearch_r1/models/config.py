@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mmsearch_r1.config import Section
+from mmsearch_r1.config import DEVICE_PATTERN, Section
 
 
 class ModelConfig(Section):
@@ -78,4 +78,4 @@ class PretrainConfig(Section):
     report_samples: int = Field(64, ge=0, le=100_000, description="Questions per knowledge group for the report (0 skips it).")
     report_max_new_tokens: int = Field(48, ge=8, le=4096, description="Most tokens per turn when the report samples the model.")
     threads: int = Field(1, ge=1, le=256, description="CPU threads torch may use (1 is fastest on a busy 2-core machine).")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Where the model trains and the report samples it: cpu or cuda[:i].")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Where the model trains and the report samples it: cpu or cuda[:i].")

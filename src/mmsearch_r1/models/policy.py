@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmsearch_r1.config import DEVICE_PATTERN
 from mmsearch_r1.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -149,9 +150,6 @@ def build_tiny_policy(cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", 
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.eval()
     return Policy(model=model, processor=build_processor(tokenizer, tiny_image_settings(cfg)))
-
-
-DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"  # the devices the project places models on
 
 
 def require_device(device: str, setting: str = "device") -> str:

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from mmsearch_r1.config import Section
+from mmsearch_r1.config import DEVICE_PATTERN, Section
 
 
 class TrainConfig(Section):
@@ -42,7 +42,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(10, ge=1, le=1_000_000, description="Steps between resumable checkpoints (the last step always saves).")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="Newest checkpoints kept on disk.")
     threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use (fixed, for reproducible numbers).")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Where the policy trains: cpu or cuda[:i].")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Where the policy trains: cpu or cuda[:i].")
     progress: bool = Field(True, description="Show a live progress bar.")
     save_trajectories: bool = Field(False, description="Write every step's episodes to <out_dir>/trajectories/step_N.jsonl.")
     tensorboard: bool = Field(False, description="Also log metrics to TensorBoard under <out_dir>/tensorboard (needs tensorboard).")
