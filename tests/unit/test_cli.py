@@ -79,3 +79,21 @@ def test_an_unknown_demo_device_is_one_clear_error(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "error: --device is `gpu`; use cpu, cuda or cuda:<index>." in result.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_ask_and_eval_refuse_an_engine_device_before_building_any_tool(tmp_path):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU; the refusal is for machines without one")
+    # No world given: the default tools' indexes do not exist here, so building the tools first would fail on them.
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "q.png")
+    options = ["--model", str(tmp_path / "model"), "--set", "engine.device=cuda"]
+    for args in (["ask", "--image", str(tmp_path / "q.png"), "--question", "What?", *options],
+                 ["eval", "--data", str(FIXTURE), "--out", str(tmp_path / "eval"), *options]):
+        result = run(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "error: engine.device is `cuda`, but torch" in result.stderr, result.stderr

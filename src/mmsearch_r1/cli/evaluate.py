@@ -135,8 +135,9 @@ def evaluate(
 
 
 def _run(cfg, datasets, workflows, out: Path, judge, run_evaluation):
-    from mmsearch_r1.engines import build_engine
+    from mmsearch_r1.engines import build_engine, check_engine
 
+    check_engine(cfg.engine, cfg.model)
     toolbox = None
     if any(w != "direct" for w in workflows):
         from mmsearch_r1.tools import build_toolbox

@@ -83,11 +83,12 @@ def _question_sample(image: Path, question: str):
 
 
 def _ask(image, question, model, world, engine, base_url, model_name, workflow, temperature, seed, as_json, save_images, config, set_) -> None:
-    from mmsearch_r1.engines import build_engine
+    from mmsearch_r1.engines import build_engine, check_engine
     from mmsearch_r1.rollout import rollout
     from mmsearch_r1.tools import build_toolbox
 
     cfg = _configure(config, set_, engine, model, world, base_url, model_name, temperature, workflow)
+    check_engine(cfg.engine, cfg.model)
     sample = _question_sample(image, question)
     needs_tools = workflow != "direct"
     toolbox = build_toolbox(cfg.tools, image=needs_tools, text=needs_tools)

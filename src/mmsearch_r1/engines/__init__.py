@@ -13,19 +13,33 @@ if TYPE_CHECKING:
     from mmsearch_r1.engines.config import EngineConfig
     from mmsearch_r1.models.config import ModelConfig
 
-__all__ = ["build_engine"]
+__all__ = ["build_engine", "check_engine"]
+
+
+def check_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> None:
+    """Raise the ConfigError ``build_engine`` would for settings that need nothing loaded to judge (a missing
+    model folder, a device torch cannot use), so that a command can refuse them before slower work."""
+    from mmsearch_r1.errors import ConfigError
+
+    if engine_cfg.type == "openai":
+        return
+    if model_cfg.path is None:
+        raise ConfigError(f"the {engine_cfg.type} engine needs a model folder; set model.path (or pass --model DIR).")
+    if engine_cfg.type == "hf":
+        from mmsearch_r1.models.policy import require_device
+
+        require_device(engine_cfg.device, "engine.device")
 
 
 def build_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> "Engine":
     """The engine ``engine_cfg.type`` names, serving the model at ``model_cfg.path`` (hf, vllm) or a server (openai)."""
     from mmsearch_r1.errors import ConfigError
 
+    check_engine(engine_cfg, model_cfg)
     if engine_cfg.type == "openai":
         from mmsearch_r1.engines.openai import OpenAIEngine
 
         return OpenAIEngine(engine_cfg.openai)
-    if model_cfg.path is None:
-        raise ConfigError(f"the {engine_cfg.type} engine needs a model folder; set model.path (or pass --model DIR).")
     if engine_cfg.type == "hf":
         from mmsearch_r1.engines.hf import HFEngine
         from mmsearch_r1.models import load_policy
