@@ -49,7 +49,7 @@ STAMP = ".stage.json"
 # Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
 # A GRPO step is timed with the demo's settings; the ablations' steps search twice and take about twice as long.
 ESTIMATES_S = {
-    "small": {"world": 2, "pretrain": 270, "balance": 32, "grpo_step": 4.5, "eval": 10},
+    "small": {"world": 2, "pretrain": 200, "balance": 32, "grpo_step": 4.5, "eval": 10},
     "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo_step": 4.0, "eval": 30},
 }
 
@@ -163,15 +163,25 @@ class Stage:
 class StageRunner:
     """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left.
 
-    ``run`` returns the seconds each stage took, by folder name (for a cached stage, when it was made).
+    The time left is the stages' planning figures scaled by this run's pace: the seconds the stages made so
+    far took against their figures, once a stage of at least ``PACE_FROM_S`` planned seconds has run (a GPU
+    or a busy host then reads true after the pretraining). ``run`` returns the seconds each stage took, by
+    folder name (for a cached stage, when it was made).
     """
 
-    def __init__(self, stages: list[Stage], console: Any):
-        self.stages, self.console = stages, console
+    PACE_FROM_S = 20.0
+
+    def __init__(self, stages: list[Stage], console: Any, clock: Callable[[], float] = time.perf_counter):
+        self.stages, self.console, self.clock = stages, console, clock
         self.seconds: dict[str, float] = {}
+        self.made: list[tuple[float, float]] = []  # (planned, taken) of the stages made by this run
+
+    def pace(self) -> float:
+        planned = sum(plan for plan, _ in self.made)
+        return sum(taken for _, taken in self.made) / planned if planned >= self.PACE_FROM_S else 1.0
 
     def left_s(self, start: int) -> float:
-        return sum(s.estimate_s for s in self.stages[start:] if not stage_done(s.folder, s.stamp))
+        return self.pace() * sum(s.estimate_s for s in self.stages[start:] if not stage_done(s.folder, s.stamp))
 
     def run(self) -> dict[str, float]:
         for i, stage in enumerate(self.stages):
@@ -182,10 +192,11 @@ class StageRunner:
                 continue
             self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
             mark_started(stage.folder, stage.stamp)
-            began = time.perf_counter()
+            began = self.clock()
             stage.make(stage.folder)
-            seconds = time.perf_counter() - began
+            seconds = self.clock() - began
             mark_done(stage.folder, stage.stamp, seconds)
+            self.made.append((stage.estimate_s, seconds))
             self.seconds[stage.folder.name] = round(seconds, 1)
             self.console.print(f"{label}: done in {_minutes(seconds)}")
         return self.seconds

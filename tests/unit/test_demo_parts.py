@@ -60,6 +60,26 @@ def test_a_pretraining_by_older_demonstrations_is_made_again(monkeypatch):
     assert pretrained_fingerprint("world", cfg) != now
 
 
+def test_the_time_left_follows_the_pace_of_the_stages_made(tmp_path):
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    out = io.StringIO()
+
+    def stage(name, estimate, takes):
+        return Stage(name, tmp_path / name, "s", lambda f: now.__setitem__(0, now[0] + takes), estimate)
+
+    # the world, too short to judge a pace by, then a pretraining 3 times faster than planned
+    stages = [stage("world", 2, 20), stage("pretrain", 300, 100), stage("grpo", 600, 200), stage("eval", 30, 10)]
+    runner = StageRunner(stages, Console(file=out, width=200), clock=clock)
+    assert runner.left_s(0) == 932
+    runner.run()
+    text = out.getvalue()
+    assert "about 15m32s left" in text  # before anything ran: the planning figures
+    assert "[2/4] pretrain — about 15m30s left" in text  # the world alone does not set the pace
+    assert "[3/4] grpo — about 4m10s left" in text  # (20 + 100) s for (2 + 300) planned: (600 + 30) x 120 / 302 = 250 s
+    assert runner.pace() == 330 / 932
+
+
 def test_stages_run_once_then_are_cached_until_their_inputs_change(tmp_path):
     calls = []
     make = lambda folder: calls.append(folder.name) or folder.mkdir(parents=True, exist_ok=True)  # noqa: E731
