@@ -90,10 +90,13 @@ def test_ask_and_eval_refuse_an_engine_device_before_building_any_tool(tmp_path)
     # No world given: the default tools' indexes do not exist here, so building the tools first would fail on them.
     from PIL import Image
 
+    from mmsearch_r1.data import VQASample, write_parquet
+
     Image.new("RGB", (8, 8)).save(tmp_path / "q.png")
+    write_parquet([VQASample(id="q0", question="What?", image_bytes=(tmp_path / "q.png").read_bytes(), answers=["x"])], tmp_path / "q.parquet")
     options = ["--model", str(tmp_path / "model"), "--set", "engine.device=cuda"]
     for args in (["ask", "--image", str(tmp_path / "q.png"), "--question", "What?", *options],
-                 ["eval", "--data", str(FIXTURE), "--out", str(tmp_path / "eval"), *options]):
+                 ["eval", "--data", str(tmp_path / "q.parquet"), "--out", str(tmp_path / "eval"), *options]):
         result = run(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert "error: engine.device is `cuda`, but torch" in result.stderr, result.stderr

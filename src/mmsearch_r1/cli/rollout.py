@@ -88,8 +88,8 @@ def _ask(image, question, model, world, engine, base_url, model_name, workflow, 
     from mmsearch_r1.tools import build_toolbox
 
     cfg = _configure(config, set_, engine, model, world, base_url, model_name, temperature, workflow)
-    check_engine(cfg.engine, cfg.model)
     sample = _question_sample(image, question)
+    check_engine(cfg.engine, cfg.model)
     needs_tools = workflow != "direct"
     toolbox = build_toolbox(cfg.tools, image=needs_tools, text=needs_tools)
     generator = build_engine(cfg.engine, cfg.model)
