@@ -163,10 +163,11 @@ class Stage:
 class StageRunner:
     """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left.
 
-    The time left is the stages' planning figures scaled by this run's pace: the seconds the stages made so
-    far took against their figures, once a stage of at least ``PACE_FROM_S`` planned seconds has run (a GPU
-    or a busy host then reads true after the pretraining). ``run`` returns the seconds each stage took, by
-    folder name (for a cached stage, when it was made).
+    The time left is the stages' planning figures scaled by this run's pace: the seconds the stages made from
+    the start so far took against their figures, once those figures add up to ``PACE_FROM_S`` (a GPU or a
+    busy host then reads true after the pretraining). A stage resumed from its checkpoints does only part of
+    its work, so it does not count. ``run`` returns the seconds each stage took, by folder name (for a
+    cached stage, when it was made).
     """
 
     PACE_FROM_S = 20.0
@@ -174,7 +175,7 @@ class StageRunner:
     def __init__(self, stages: list[Stage], console: Any, clock: Callable[[], float] = time.perf_counter):
         self.stages, self.console, self.clock = stages, console, clock
         self.seconds: dict[str, float] = {}
-        self.made: list[tuple[float, float]] = []  # (planned, taken) of the stages made by this run
+        self.made: list[tuple[float, float]] = []  # (planned, taken) of the stages this run made from the start
 
     def pace(self) -> float:
         planned = sum(plan for plan, _ in self.made)
@@ -191,12 +192,14 @@ class StageRunner:
                 self.seconds[stage.folder.name] = (_stamp(stage.folder) or {}).get("seconds")
                 continue
             self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
+            resumed = (_stamp(stage.folder) or {}).get("fingerprint") == stage.stamp
             mark_started(stage.folder, stage.stamp)
             began = self.clock()
             stage.make(stage.folder)
             seconds = self.clock() - began
             mark_done(stage.folder, stage.stamp, seconds)
-            self.made.append((stage.estimate_s, seconds))
+            if not resumed:
+                self.made.append((stage.estimate_s, seconds))
             self.seconds[stage.folder.name] = round(seconds, 1)
             self.console.print(f"{label}: done in {_minutes(seconds)}")
         return self.seconds

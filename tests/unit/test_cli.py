@@ -81,7 +81,7 @@ def test_an_unknown_demo_device_is_one_clear_error(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
-def test_ask_and_eval_refuse_an_engine_device_before_building_any_tool(tmp_path):
+def test_ask_and_eval_refuse_an_engine_they_cannot_build_before_any_tool(tmp_path):
     import pytest
     import torch
 
@@ -100,3 +100,9 @@ def test_ask_and_eval_refuse_an_engine_device_before_building_any_tool(tmp_path)
         result = run(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert "error: engine.device is `cuda`, but torch" in result.stderr, result.stderr
+        assert not (tmp_path / "eval").exists()  # refused before the output folder is made
+    for args in (["ask", "--image", str(tmp_path / "q.png"), "--question", "What?", "--model", str(tmp_path / "model")],
+                 ["eval", "--data", str(tmp_path / "q.parquet"), "--out", str(tmp_path / "eval"), "--model", str(tmp_path / "model")]):
+        result = run(*args)  # a model folder that holds no checkpoint, refused before the tools too
+        assert result.returncode == 2 and f"error: policy folder {tmp_path / 'model'} has no config.json" in result.stderr, result.stderr
+        assert not (tmp_path / "eval").exists()

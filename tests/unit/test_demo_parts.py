@@ -78,6 +78,11 @@ def test_the_time_left_follows_the_pace_of_the_stages_made(tmp_path):
     assert "[2/4] pretrain — about 15m30s left" in text  # the world alone does not set the pace
     assert "[3/4] grpo — about 4m10s left" in text  # (20 + 100) s for (2 + 300) planned: (600 + 30) x 120 / 302 = 250 s
     assert runner.pace() == 330 / 932
+    # a stage resumed from its checkpoints (started before, not done) does part of its work: no pace from it
+    (tmp_path / "grpo" / ".stage.json").write_text(json.dumps({"fingerprint": "s", "done": False}))
+    resumed = StageRunner(stages, Console(file=io.StringIO()), clock=clock)
+    resumed.run()
+    assert resumed.made == [] and resumed.pace() == 1.0
 
 
 def test_stages_run_once_then_are_cached_until_their_inputs_change(tmp_path):

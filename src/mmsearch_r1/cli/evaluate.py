@@ -107,6 +107,10 @@ def evaluate(
     world = _world_tools(cfg, files)
     if world is not None:
         console.print(f"tools: the local indexes of the demo world in {world}")
+    if not report_only:
+        from mmsearch_r1.engines import check_engine
+
+        check_engine(cfg.engine, cfg.model)  # before the output folder is made
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
 
@@ -135,9 +139,8 @@ def evaluate(
 
 
 def _run(cfg, datasets, workflows, out: Path, judge, run_evaluation):
-    from mmsearch_r1.engines import build_engine, check_engine
+    from mmsearch_r1.engines import build_engine
 
-    check_engine(cfg.engine, cfg.model)
     toolbox = None
     if any(w != "direct" for w in workflows):
         from mmsearch_r1.tools import build_toolbox

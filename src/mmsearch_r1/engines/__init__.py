@@ -17,8 +17,9 @@ __all__ = ["build_engine", "check_engine"]
 
 
 def check_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> None:
-    """Raise the ConfigError ``build_engine`` would for settings that need nothing loaded to judge (a missing
-    model folder, a device torch cannot use), so that a command can refuse them before slower work."""
+    """Raise the ConfigError ``build_engine`` would for settings that need nothing loaded to judge (no model
+    folder, for the hf engine one without a checkpoint, a device torch cannot use), so that a command can
+    refuse them before slower work."""
     from mmsearch_r1.errors import ConfigError
 
     if engine_cfg.type == "openai":
@@ -26,9 +27,10 @@ def check_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> None:
     if model_cfg.path is None:
         raise ConfigError(f"the {engine_cfg.type} engine needs a model folder; set model.path (or pass --model DIR).")
     if engine_cfg.type == "hf":
-        from mmsearch_r1.models.policy import require_device
+        from mmsearch_r1.models.policy import require_device, require_policy_folder
 
         require_device(engine_cfg.device, "engine.device")
+        require_policy_folder(model_cfg.path)
 
 
 def build_engine(engine_cfg: "EngineConfig", model_cfg: "ModelConfig") -> "Engine":

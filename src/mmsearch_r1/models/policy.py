@@ -152,6 +152,14 @@ def build_tiny_policy(cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", 
     return Policy(model=model, processor=build_processor(tokenizer, tiny_image_settings(cfg)))
 
 
+def require_policy_folder(path: str | Path) -> Path:
+    """``path`` as a Path, once it holds a checkpoint in Hugging Face layout; else a ConfigError with the fix."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"policy folder {folder} has no config.json; pass a checkpoint folder in Hugging Face layout (or run `mmsearch-r1 pretrain`).")
+    return folder
+
+
 def require_device(device: str, setting: str = "device") -> str:
     """``device`` itself, once torch can place a model there; else a ConfigError naming ``setting`` and the fix."""
     import torch
@@ -198,10 +206,8 @@ def load_policy(path: str | Path, device: str = "cpu", dtype: "str | torch.dtype
     """
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    folder = Path(path)
     require_device(device, "the policy's device")
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"policy folder {folder} has no config.json; pass a checkpoint folder in Hugging Face layout (or run `mmsearch-r1 pretrain`).")
+    folder = require_policy_folder(path)
     settings_file = folder / "preprocessor_config.json"
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
