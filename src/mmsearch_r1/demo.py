@@ -130,8 +130,8 @@ def stage_done(folder: Path, stamp: str) -> bool:
     return record.get("fingerprint") == stamp and record.get("done", True)
 
 
-def mark_started(folder: Path, stamp: str) -> None:
-    """Make ``folder`` ready for a stage with this fingerprint.
+def mark_started(folder: Path, stamp: str) -> bool:
+    """Make ``folder`` ready for a stage with this fingerprint; True when it resumes work already there.
 
     Work from the same inputs is kept, so an interrupted stage resumes from its checkpoints. A stage folder
     made from other inputs is cleared: resumed, it would pass off the old run as this one. A folder the
@@ -140,9 +140,11 @@ def mark_started(folder: Path, stamp: str) -> None:
     record = _stamp(folder)
     if record is None and folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} holds files the demo did not make (it has no {STAMP}); move them away or choose another --out.")
-    if record is not None and record.get("fingerprint") != stamp:
+    resumes = record is not None and record.get("fingerprint") == stamp
+    if record is not None and not resumes:
         shutil.rmtree(folder)
     _write_stamp(folder, {"fingerprint": stamp, "done": False})
+    return resumes
 
 
 def mark_done(folder: Path, stamp: str, seconds: float, **info: Any) -> None:
@@ -192,8 +194,7 @@ class StageRunner:
                 self.seconds[stage.folder.name] = (_stamp(stage.folder) or {}).get("seconds")
                 continue
             self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
-            resumed = (_stamp(stage.folder) or {}).get("fingerprint") == stage.stamp
-            mark_started(stage.folder, stage.stamp)
+            resumed = mark_started(stage.folder, stage.stamp)
             began = self.clock()
             stage.make(stage.folder)
             seconds = self.clock() - began
