@@ -1,3 +1,4 @@
 from mmsearch_r1.cli import main
 
-main()
+if __name__ == "__main__":  # the demo's second process imports this module again (multiprocessing's spawn)
+    main()

@@ -11,18 +11,25 @@ config did not change is reused, so a second run only does what is new):
               and on-demand of the trained model
     report    results.json, results.md, plots, the trajectory viewer, the training-dynamics plot
 
+Balance and the pretrained model's evaluations (direct, rag, on-demand, the oracle) need only the pretrained
+model, so they run side by side, the evaluations in a second process, on a core each.
+
 ``--ablations`` adds GRPO without the search penalty (``no_penalty``), GRPO on search-required questions only
 (``unbalanced``) and supervised fine-tuning on oracle trajectories with about twice the data (``sft``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
+import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,6 +53,8 @@ DEMO_WORKFLOWS = ("direct", "rag", "on_demand", "pretrained", "oracle")
 ABLATIONS = ("no_penalty", "unbalanced", "sft")
 NO_PENALTY = {"search_penalty": 0.0, "penalty_warmup_steps": 0}  # the reward settings of the no-penalty ablation
 STAMP = ".stage.json"
+STAGE_LOG = "stage.log"  # the output of a stage made in a second process
+BESIDE_THREADS = 1  # torch threads of balance and of the evaluations made beside it: the two processes share 2 cores
 # Planning figures for the progress display (seconds on 2 CPU cores), per world size; see docs/results.md.
 # A GRPO step is timed with the demo's settings; the ablations' steps search twice and take about twice as long.
 ESTIMATES_S = {
@@ -153,23 +162,122 @@ def mark_done(folder: Path, stamp: str, seconds: float, **info: Any) -> None:
 
 @dataclass
 class Stage:
-    """One cached step of the demo: a folder, the fingerprint of its inputs, and how to make it."""
+    """One cached step of the demo: a folder, the fingerprint of its inputs, and how to make it.
+
+    ``threads`` pins torch's CPU threads for the stage, so that its numbers do not hang on what ran before it
+    in the same process. A stage whose ``beside`` names another stage is made at the same time as that one,
+    in a second process; its ``make`` must then pickle (a module-level function, or a ``functools.partial``
+    of one).
+    """
 
     name: str
     folder: Path
     stamp: str
     make: Callable[[Path], Any]
     estimate_s: float  # a planning figure for the progress display, from measured runs
+    threads: int | None = None
+    beside: str | None = None
+
+
+def make_stage(stage: Stage, clock: Callable[[], float] = time.perf_counter, log: bool = False) -> tuple[float, bool]:
+    """Make ``stage`` in its folder; returns the seconds it took and whether it resumed work already there.
+
+    With ``log``, everything the stage prints goes to ``STAGE_LOG`` in its folder (a second process's output).
+    """
+    resumed = mark_started(stage.folder, stage.stamp)
+    if stage.threads:
+        import torch
+
+        torch.set_num_threads(stage.threads)
+    with _output_to(stage.folder / STAGE_LOG) if log else contextlib.nullcontext():
+        began = clock()
+        stage.make(stage.folder)
+        seconds = clock() - began
+    mark_done(stage.folder, stage.stamp, seconds)
+    return seconds, resumed
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's standard output and error, C libraries' included, to ``path``."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("a") as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc()  # kept in the log; the error itself goes on to the first process
+            raise
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+def _make_in_second_process(stages: list[Stage], send: Any) -> None:
+    """A second process's work: ``stages`` one after another; sends their seconds, or the error that stopped them."""
+    try:
+        send.send({stage.folder.name: round(make_stage(stage, log=True)[0], 1) for stage in stages})
+    except BaseException as error:
+        try:
+            send.send(error)
+        except Exception:  # an error that does not pickle still reaches the first process, by name and message
+            send.send(RuntimeError(f"{type(error).__name__}: {error}"))
+
+
+class SecondProcess:
+    """Stages made one after another in a second process while this process makes another one.
+
+    Started with ``spawn``: a fork would copy torch's thread pools and any GPU state. Leaving the ``with``
+    block ends the process, finished or not; an unfinished stage stays unfinished and the next run resumes it.
+    """
+
+    def __init__(self, stages: list[Stage]):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.folders = [stage.folder for stage in stages]
+        self.receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(target=_make_in_second_process, args=(stages, send), name="mmsearch-r1 demo, second process")
+        self.process.start()
+        send.close()
+
+    def result(self) -> dict[str, float]:
+        """Wait for the stages; their seconds by folder name. Their error, if one stopped them, is raised here."""
+        try:
+            outcome = self.receive.recv()
+        except EOFError:  # it ended without a word: killed, or out of memory
+            self.process.join()
+            logs = ", ".join(str(folder / STAGE_LOG) for folder in self.folders)
+            raise RuntimeError(f"the demo's second process ended (exit code {self.process.exitcode}) before its stages were done; "
+                               f"their output is in {logs}, and running the demo again resumes them.") from None
+        self.process.join()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def __enter__(self) -> "SecondProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        self.receive.close()
 
 
 class StageRunner:
     """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left.
 
+    Stages marked ``beside`` another are made in a second process while that one runs (each with one core,
+    when both have work); the rest run here, one at a time.
+
     The time left is the stages' planning figures scaled by this run's pace: the seconds the stages made from
     the start so far took against their figures, once those figures add up to ``PACE_FROM_S`` (a GPU or a
     busy host then reads true after the pretraining). A stage resumed from its checkpoints does only part of
-    its work, so it does not count. ``run`` returns the seconds each stage took, by folder name (for a
-    cached stage, when it was made).
+    its work, so it does not count, nor do stages made in the second process. ``run`` returns the seconds each
+    stage took, by folder name (for a cached stage, when it was made).
     """
 
     PACE_FROM_S = 20.0
@@ -184,26 +292,54 @@ class StageRunner:
         return sum(taken for _, taken in self.made) / planned if planned >= self.PACE_FROM_S else 1.0
 
     def left_s(self, start: int) -> float:
-        return self.pace() * sum(s.estimate_s for s in self.stages[start:] if not stage_done(s.folder, s.stamp))
+        """The time left from stage ``start`` on: a stage and those beside it take as long as the longer of the two."""
+        pending = [s for s in self.stages[start:] if not stage_done(s.folder, s.stamp)]
+        names = {s.name for s in pending}
+        planned = sum(max(s.estimate_s, sum(b.estimate_s for b in pending if b.beside == s.name)) for s in pending if s.beside not in names)
+        return self.pace() * planned
 
     def run(self) -> dict[str, float]:
         for i, stage in enumerate(self.stages):
-            label = f"[{i + 1}/{len(self.stages)}] {stage.name}"
-            if stage_done(stage.folder, stage.stamp):
-                self.console.print(f"{label}: cached in {stage.folder}")
-                self.seconds[stage.folder.name] = (_stamp(stage.folder) or {}).get("seconds")
-                continue
-            self.console.rule(f"{label} — about {_minutes(self.left_s(i))} left for the whole demo")
-            resumed = mark_started(stage.folder, stage.stamp)
-            began = self.clock()
-            stage.make(stage.folder)
-            seconds = self.clock() - began
-            mark_done(stage.folder, stage.stamp, seconds)
-            if not resumed:
-                self.made.append((stage.estimate_s, seconds))
-            self.seconds[stage.folder.name] = round(seconds, 1)
-            self.console.print(f"{label}: done in {_minutes(seconds)}")
+            if stage.beside:
+                continue  # made with the stage it goes beside
+            together = [i] + [j for j, other in enumerate(self.stages) if other.beside == stage.name]
+            todo = [j for j in together if not self._reuse(j)]
+            if len(todo) > 1 and todo[0] == i:
+                self._make_beside(i, todo[1:])
+            else:
+                for j in todo:
+                    self._make(j)
         return self.seconds
+
+    def _label(self, i: int) -> str:
+        return f"[{i + 1}/{len(self.stages)}] {self.stages[i].name}"
+
+    def _reuse(self, i: int) -> bool:
+        """Whether stage ``i`` is finished already (then it is reported as cached)."""
+        stage = self.stages[i]
+        if not stage_done(stage.folder, stage.stamp):
+            return False
+        self.console.print(f"{self._label(i)}: cached in {stage.folder}")
+        self.seconds[stage.folder.name] = (_stamp(stage.folder) or {}).get("seconds")
+        return True
+
+    def _make(self, i: int) -> None:
+        stage = self.stages[i]
+        self.console.rule(f"{self._label(i)} — about {_minutes(self.left_s(i))} left for the whole demo")
+        seconds, resumed = make_stage(stage, self.clock)
+        if not resumed:
+            self.made.append((stage.estimate_s, seconds))
+        self.seconds[stage.folder.name] = round(seconds, 1)
+        self.console.print(f"{self._label(i)}: done in {_minutes(seconds)}")
+
+    def _make_beside(self, i: int, side: list[int]) -> None:
+        names = ", ".join(self._label(j) for j in side)
+        self.console.print(f"{names}: made beside {self.stages[i].name}, in a second process (output: {STAGE_LOG} in each folder)")
+        with SecondProcess([self.stages[j] for j in side]) as second:
+            self._make(i)
+            self.seconds |= second.result()
+        for j in side:
+            self.console.print(f"{self._label(j)}: done in {_minutes(self.seconds[self.stages[j].folder.name])}, beside {self.stages[i].name}")
 
 
 def _minutes(seconds: float) -> str:
@@ -375,24 +511,33 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
             console.print(f"[yellow]pretrained model: {len(unmet)} of the report's checks not met ({'; '.join(unmet)}); "
                           f"GRPO can only build on what it can do. See {folder / 'pretrain_report.md'}.[/]")
 
+    # Balance and the pretrained model's evaluations need only the pretrained model: they run side by side, a
+    # core each. Every stage has its own thread count, whatever ran before it in this process.
     stages = [
         Stage("world", dirs["world"], stamps["world"], world, estimates["world"]),
-        Stage("pretrain", policy, stamps["pretrained"], pretrain, estimates["pretrain"]),
+        Stage("pretrain", policy, stamps["pretrained"], pretrain, estimates["pretrain"], threads=cfg.pretrain.threads),
         Stage("balance", dirs["balanced"], stamps["balanced"], lambda f: run_balance(dirs["world"] / "train.parquet", policy, f, cfg, world_toolbox(dirs["world"], cfg)),
-              estimates["balance"]),
-        Stage("grpo", dirs["grpo"], stamps["grpo"], lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, dirs["world"], f, cfg), estimates["grpo"]),
+              estimates["balance"], threads=BESIDE_THREADS),
         Stage("evaluate pretrained (direct, rag, on-demand)", dirs["eval_pretrained"], stamps["eval_pretrained"],
-              lambda f: run_evaluation(policy, dirs["world"], ["direct", "rag", "on_demand"], f, cfg), estimates["eval"] * 3),
-        Stage("evaluate oracle", dirs["eval_oracle"], stamps["eval_oracle"], lambda f: run_oracle_evaluation(policy, dirs["world"], f, cfg), estimates["eval"]),
-        Stage("evaluate trained (on-demand)", dirs["eval_grpo"], stamps["eval_grpo"], lambda f: run_evaluation(trained, dirs["world"], ["on_demand"], f, cfg), estimates["eval"]),
+              partial(run_evaluation, policy, dirs["world"], ["direct", "rag", "on_demand"], cfg=cfg), estimates["eval"] * 3,
+              threads=BESIDE_THREADS, beside="balance"),
+        Stage("evaluate oracle", dirs["eval_oracle"], stamps["eval_oracle"], partial(run_oracle_evaluation, policy, dirs["world"], cfg=cfg),
+              estimates["eval"], threads=BESIDE_THREADS, beside="balance"),
+        Stage("grpo", dirs["grpo"], stamps["grpo"], lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, dirs["world"], f, cfg),
+              estimates["grpo"], threads=cfg.train.threads),
+        Stage("evaluate trained (on-demand)", dirs["eval_grpo"], stamps["eval_grpo"], lambda f: run_evaluation(trained, dirs["world"], ["on_demand"], f, cfg),
+              estimates["eval"], threads=cfg.train.threads),
     ]
     if ablations:
         stages += ablation_stages(cfg, out, dirs, stamps, estimates)
     from mmsearch_r1.train.state import quiet_transformers
 
+    began = time.perf_counter()
     with quiet_transformers():  # the stage display says what runs; transformers' weight-loading bars would only add noise
         seconds = StageRunner(stages, console).run()
-    return write_demo_report(cfg, out, dirs, ablations=ablations, seconds=seconds)
+    wall = time.perf_counter() - began
+    console.print(f"stages made in this run: {_minutes(wall)} in all")
+    return write_demo_report(cfg, out, dirs, ablations=ablations, seconds=seconds, wall_s=wall)
 
 
 def unmet_checks(report_path: Path) -> list[str]:
@@ -419,19 +564,21 @@ def ablation_stages(cfg: Any, out: Path, dirs: dict[str, Path], stamps: dict[str
     stamps["sft"] = fingerprint(stamps["balanced"], stamp_settings(cfg.demo), cfg.train.steps, cfg.train.prompts_per_step, "sft")
     eval_stage = lambda name: Stage(  # noqa: E731
         f"evaluate {name}", dirs[f"eval_{name}"], fingerprint(stamps[name], *eval_fingerprint_inputs(cfg)),
-        lambda f: run_evaluation(dirs[name] / "policy", world, ["on_demand"], f, cfg), estimates["eval"],
+        lambda f: run_evaluation(dirs[name] / "policy", world, ["on_demand"], f, cfg), estimates["eval"], threads=cfg.train.threads,
     )
     return [
         Stage("ablation: GRPO without search penalty", dirs["no_penalty"], stamps["no_penalty"],
-              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, **NO_PENALTY), 2 * estimates["grpo"]),
+              lambda f: run_grpo(dirs["balanced"] / "train.parquet", policy, world, f, cfg, **NO_PENALTY), 2 * estimates["grpo"],
+              threads=cfg.train.threads),
         eval_stage("no_penalty"),
         Stage("ablation: search-required data only", dirs["unbalanced_data"], stamps["unbalanced_data"],
               lambda f: unbalanced_data(dirs["balanced"], f, cfg), 1.0),
         Stage("ablation: GRPO on search-required data", dirs["unbalanced"], stamps["unbalanced"],
-              lambda f: run_grpo(dirs["unbalanced_data"] / "train.parquet", policy, world, f, cfg), 2 * estimates["grpo"]),
+              lambda f: run_grpo(dirs["unbalanced_data"] / "train.parquet", policy, world, f, cfg), 2 * estimates["grpo"],
+              threads=cfg.train.threads),
         eval_stage("unbalanced"),
         Stage("ablation: SFT on oracle trajectories (2x data)", dirs["sft"], stamps["sft"],
-              lambda f: run_sft(dirs["balanced"], policy, world, f, cfg), estimates["pretrain"] / 2),
+              lambda f: run_sft(dirs["balanced"], policy, world, f, cfg), estimates["pretrain"] / 2, threads=cfg.train.threads),
         eval_stage("sft"),
     ]
 
@@ -531,8 +678,11 @@ def criteria(results: dict) -> dict:
     return checks
 
 
-def write_demo_report(cfg: Any, out: Path, dirs: dict[str, Path], *, ablations: bool, seconds: dict[str, float]) -> Path:
-    """Gather every evaluation into ``results.json`` and ``results.md``, and draw the demo's plots."""
+def write_demo_report(cfg: Any, out: Path, dirs: dict[str, Path], *, ablations: bool, seconds: dict[str, float], wall_s: float) -> Path:
+    """Gather every evaluation into ``results.json`` and ``results.md``, and draw the demo's plots.
+
+    ``seconds`` are each stage's own, by folder (stages made side by side overlap); ``wall_s`` is this run's
+    time from its first stage to its last (cached stages add nothing to it)."""
     results: dict[str, Any] = {split: {} for split in SPLITS}
     for workflow, (folder, inner) in SOURCES.items():
         for split, metrics in evaluated(dirs[folder], inner).items():
@@ -547,7 +697,7 @@ def write_demo_report(cfg: Any, out: Path, dirs: dict[str, Path], *, ablations: 
     results["balance"] = json.loads((dirs["balanced"] / "balance.json").read_text())
     results["training"] = training_summary(dirs["grpo"])
     results["seed"], results["world_size"] = cfg.seed, cfg.world.size
-    results["stage_seconds"] = seconds
+    results["stage_seconds"], results["wall_seconds"] = seconds, round(wall_s, 1)
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown(results, dirs, out))

@@ -2,12 +2,15 @@
 
 import io
 import json
+import os
+import time
+from functools import partial
 
 import pytest
 from rich.console import Console
 
 from mmsearch_r1.config import load_config
-from mmsearch_r1.demo import (NO_PENALTY, Stage, StageRunner, ablation_stages, balanced_fingerprint, criteria, demo_config_path, demo_metrics,
+from mmsearch_r1.demo import (NO_PENALTY, STAGE_LOG, Stage, StageRunner, ablation_stages, balanced_fingerprint, criteria, demo_config_path, demo_metrics,
                               fingerprint, grpo_fingerprint, label_groups, pretrained_fingerprint, stage_done, unmet_checks)
 from mmsearch_r1.errors import ConfigError
 
@@ -108,6 +111,76 @@ def test_a_failed_stage_is_not_marked_done(tmp_path):
         pass
     assert not stage_done(tmp_path / "a", "s")
     assert json.loads((tmp_path / "a" / ".stage.json").read_text()) == {"fingerprint": "s", "done": False}
+
+
+# Stages made beside another run in a spawned second process: their ``make`` must be module-level to pickle.
+
+def wait_for(path, folder):
+    """The main stage: waits until the stage beside it has written ``path`` (it would wait forever if the two took turns)."""
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert time.monotonic() < deadline, "the stage beside never ran"
+        time.sleep(0.02)
+    (folder / "pid").write_text(str(os.getpid()))
+
+
+def write_pid(path, folder):
+    print("made beside")
+    path.write_text(str(os.getpid()))
+
+
+def fail(folder):
+    raise ValueError("the side stage failed")
+
+
+def die(folder):
+    os._exit(3)
+
+
+def test_stages_beside_another_are_made_at_the_same_time_in_a_second_process(tmp_path):
+    flag, out = tmp_path / "flag", io.StringIO()
+    stages = [Stage("main", tmp_path / "main", "s", partial(wait_for, flag), 10.0, threads=1),
+              Stage("side", tmp_path / "side", "s", partial(write_pid, flag), 30.0, threads=1, beside="main"),
+              Stage("last", tmp_path / "last", "s", lambda f: None, 5.0)]
+    runner = StageRunner(stages, Console(file=out, width=200))
+    assert runner.left_s(0) == 35.0  # the longer of the two, then the last
+    seconds = runner.run()
+    assert set(seconds) == {"main", "side", "last"} and all(stage_done(s.folder, "s") for s in stages)
+    assert int(flag.read_text()) != os.getpid() == int((tmp_path / "main" / "pid").read_text())
+    assert "made beside" in (tmp_path / "side" / STAGE_LOG).read_text()  # its output is kept, not mixed into the display
+    assert "[2/3] side: done in" in out.getvalue() and "beside main" in out.getvalue()
+    assert [planned for planned, _ in runner.made] == [10.0, 5.0]  # the pace comes from this process's stages
+
+
+def test_an_error_beside_a_stage_stops_the_run_when_that_stage_is_done(tmp_path):
+    stages = [Stage("main", tmp_path / "main", "s", lambda f: None, 1.0), Stage("side", tmp_path / "side", "s", fail, 1.0, beside="main")]
+    with pytest.raises(ValueError, match="the side stage failed"):
+        StageRunner(stages, quiet()).run()
+    assert stage_done(tmp_path / "main", "s") and not stage_done(tmp_path / "side", "s")
+    assert "ValueError: the side stage failed" in (tmp_path / "side" / STAGE_LOG).read_text()  # with its traceback
+    stages[1] = Stage("side", tmp_path / "side", "s", lambda f: None, 1.0, beside="main")
+    StageRunner(stages, quiet()).run()  # run again: the main stage is cached, the side stage made here
+    assert stage_done(tmp_path / "side", "s")
+
+
+def test_a_second_process_that_ends_without_a_word_is_reported(tmp_path):
+    stages = [Stage("main", tmp_path / "main", "s", lambda f: None, 1.0), Stage("side", tmp_path / "side", "s", die, 1.0, beside="main")]
+    with pytest.raises(RuntimeError, match="exit code 3.*running the demo again resumes them"):
+        StageRunner(stages, quiet()).run()
+
+
+def test_a_stage_runs_on_its_own_threads_whatever_ran_before_it(tmp_path):
+    import torch
+
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        stages = [Stage("a", tmp_path / "a", "s", lambda f: torch.set_num_threads(2), 1.0),
+                  Stage("b", tmp_path / "b", "s", lambda f: seen.append(torch.get_num_threads()), 1.0, threads=1)]
+        StageRunner(stages, quiet()).run()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
 
 
 def test_demo_metrics_read_the_per_label_search_ratios():
