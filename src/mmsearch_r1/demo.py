@@ -245,15 +245,17 @@ class SecondProcess:
 
     def result(self) -> dict[str, float]:
         """Wait for the stages; their seconds by folder name. Their error, if one stopped them, is raised here."""
+        logs = ", ".join(str(folder / STAGE_LOG) for folder in self.folders)
         try:
             outcome = self.receive.recv()
         except EOFError:  # it ended without a word: killed, or out of memory
             self.process.join()
-            logs = ", ".join(str(folder / STAGE_LOG) for folder in self.folders)
             raise RuntimeError(f"the demo's second process ended (exit code {self.process.exitcode}) before its stages were done; "
                                f"their output is in {logs}, and running the demo again resumes them.") from None
         self.process.join()
         if isinstance(outcome, BaseException):
+            if hasattr(outcome, "add_note"):  # Python 3.11 on
+                outcome.add_note(f"(raised in the demo's second process; its traceback is in {logs})")
             raise outcome
         return outcome
 

@@ -154,10 +154,11 @@ def test_stages_beside_another_are_made_at_the_same_time_in_a_second_process(tmp
 
 def test_an_error_beside_a_stage_stops_the_run_when_that_stage_is_done(tmp_path):
     stages = [Stage("main", tmp_path / "main", "s", lambda f: None, 1.0), Stage("side", tmp_path / "side", "s", fail, 1.0, beside="main")]
-    with pytest.raises(ValueError, match="the side stage failed"):
+    with pytest.raises(ValueError, match="the side stage failed") as error:
         StageRunner(stages, quiet()).run()
     assert stage_done(tmp_path / "main", "s") and not stage_done(tmp_path / "side", "s")
     assert "ValueError: the side stage failed" in (tmp_path / "side" / STAGE_LOG).read_text()  # with its traceback
+    assert not hasattr(error.value, "__notes__") or STAGE_LOG in error.value.__notes__[0]
     stages[1] = Stage("side", tmp_path / "side", "s", lambda f: None, 1.0, beside="main")
     StageRunner(stages, quiet()).run()  # run again: the main stage is cached, the side stage made here
     assert stage_done(tmp_path / "side", "s")
