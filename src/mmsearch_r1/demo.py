@@ -487,6 +487,7 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     save_config(cfg, out)
     estimates = dict(ESTIMATES_S[cfg.world.size])
     estimates["grpo"] = estimates["grpo_step"] * cfg.train.steps
+    estimates["pretrain"] *= cfg.model.num_layers / 4  # the figures are for the 4-layer model; the quick demo's has 3
     dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
     stamps: dict[str, str] = {}
     stamps["world"] = fingerprint(cfg.seed, stamp_settings(cfg.world))
