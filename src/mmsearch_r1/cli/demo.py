@@ -12,7 +12,7 @@ from mmsearch_r1.cli.common import ConfigOption, SetOption
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every stage's outputs; a second run reuses the finished stages whose settings did not change, resumes an interrupted one and redoes the rest."),
-    size: str = typer.Option("default", "--size", help="default: the full demo (10-17 minutes on 2 CPU cores, depending on the host); small: a quick check with a 3-layer model and 10 GRPO steps (about 4 minutes, most of it the pretraining)."),
+    size: str = typer.Option("default", "--size", help="default: the full demo (10-17 minutes on 2 CPU cores, depending on the host); small: a quick check with a 3-layer model and 10 GRPO steps (about 4 minutes, most of it the pretraining; the full demo then pretrains its own 4-layer model)."),
     ablations: bool = typer.Option(False, "--ablations", help="Also run GRPO without the search penalty, GRPO on search-required data only, and SFT on oracle trajectories."),
     device: Optional[str] = typer.Option(None, "--device", help="Run every model stage (pretraining, GRPO, SFT, rollouts) on this device: cpu or cuda[:i]; the same as --set pretrain.device=D --set train.device=D --set engine.device=D. Default: the config's (cpu)."),
     config: Optional[Path] = ConfigOption,
