@@ -200,9 +200,9 @@ def make_stage(stage: Stage, clock: Callable[[], float] = time.perf_counter, log
 @contextlib.contextmanager
 def _output_to(path: Path):
     """Send this process's standard output and error, C libraries' included, to ``path``."""
-    sys.stdout.flush(), sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
     with path.open("a") as log:
+        sys.stdout.flush(), sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
         os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
         try:
             yield
@@ -216,14 +216,23 @@ def _output_to(path: Path):
 
 
 def _make_in_second_process(stages: list[Stage], send: Any) -> None:
-    """A second process's work: ``stages`` one after another; sends their seconds, or the error that stopped them."""
+    """A second process's work: ``stages`` one after another. Sends ``("done", seconds by folder)``, or
+    ``("error", the pickled error or None, its type and message)``; ends itself if the first process dies."""
+    import multiprocessing
+    import pickle
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a demo killed outright must not leave this one writing into its folders
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
     try:
-        send.send({stage.folder.name: round(make_stage(stage, log=True)[0], 1) for stage in stages})
+        send.send(("done", {stage.folder.name: round(make_stage(stage, log=True)[0], 1) for stage in stages}))
     except BaseException as error:
         try:
-            send.send(error)
-        except Exception:  # an error that does not pickle still reaches the first process, by name and message
-            send.send(RuntimeError(f"{type(error).__name__}: {error}"))
+            pickled = pickle.dumps(error)
+        except Exception:
+            pickled = None
+        send.send(("error", pickled, f"{type(error).__name__}: {error}"))
 
 
 class SecondProcess:
@@ -240,24 +249,45 @@ class SecondProcess:
         self.folders = [stage.folder for stage in stages]
         self.receive, send = context.Pipe(duplex=False)
         self.process = context.Process(target=_make_in_second_process, args=(stages, send), name="mmsearch-r1 demo, second process")
-        self.process.start()
-        send.close()
+        try:
+            self.process.start()
+        except Exception as error:  # most often a ``make`` that does not pickle
+            self.receive.close()
+            names = ", ".join(stage.name for stage in stages)
+            raise TypeError(f"the stages {names} cannot run in a second process ({error}); give each a ``make`` that pickles: "
+                            "a module-level function, or a functools.partial of one.") from error
+        finally:
+            send.close()
+
+    @property
+    def logs(self) -> str:
+        return ", ".join(str(folder / STAGE_LOG) for folder in self.folders)
+
+    def done(self) -> bool:
+        """Whether the stages have finished (or failed), so that ``result`` will not wait."""
+        return self.receive.poll()
 
     def result(self) -> dict[str, float]:
         """Wait for the stages; their seconds by folder name. Their error, if one stopped them, is raised here."""
-        logs = ", ".join(str(folder / STAGE_LOG) for folder in self.folders)
+        import pickle
+
         try:
             outcome = self.receive.recv()
         except EOFError:  # it ended without a word: killed, or out of memory
             self.process.join()
             raise RuntimeError(f"the demo's second process ended (exit code {self.process.exitcode}) before its stages were done; "
-                               f"their output is in {logs}, and running the demo again resumes them.") from None
+                               f"their output is in {self.logs}, and running the demo again resumes them.") from None
         self.process.join()
-        if isinstance(outcome, BaseException):
-            if hasattr(outcome, "add_note"):  # Python 3.11 on
-                outcome.add_note(f"(raised in the demo's second process; its traceback is in {logs})")
-            raise outcome
-        return outcome
+        if outcome[0] == "done":
+            return outcome[1]
+        _, pickled, text = outcome
+        try:
+            error = pickle.loads(pickled)
+        except Exception:  # an error that does not pickle, or not back, still comes with its type and message
+            error = RuntimeError(text)
+        if hasattr(error, "add_note"):  # Python 3.11 on
+            error.add_note(f"(raised in the demo's second process; its traceback is in {self.logs})")
+        raise error
 
     def __enter__(self) -> "SecondProcess":
         return self
@@ -272,8 +302,8 @@ class SecondProcess:
 class StageRunner:
     """Runs stages in order, skipping finished ones, and tells which runs and roughly how long is left.
 
-    Stages marked ``beside`` another are made in a second process while that one runs (each with one core,
-    when both have work); the rest run here, one at a time.
+    Stages marked ``beside`` another are made in a second process while that one runs here (when it is cached,
+    the first of them runs here instead, beside the others); the rest run here, one at a time.
 
     The time left is the stages' planning figures scaled by this run's pace: the seconds the stages made from
     the start so far took against their figures, once those figures add up to ``PACE_FROM_S`` (a GPU or a
@@ -285,6 +315,9 @@ class StageRunner:
     PACE_FROM_S = 20.0
 
     def __init__(self, stages: list[Stage], console: Any, clock: Callable[[], float] = time.perf_counter):
+        for i, stage in enumerate(stages):
+            if stage.beside is not None and stage.beside not in {s.name for s in stages[:i] if s.beside is None}:
+                raise ValueError(f"stage {stage.name!r} is to run beside {stage.beside!r}, which is not a stage before it that runs in this process.")
         self.stages, self.console, self.clock = stages, console, clock
         self.seconds: dict[str, float] = {}
         self.made: list[tuple[float, float]] = []  # (planned, taken) of the stages this run made from the start
@@ -306,11 +339,10 @@ class StageRunner:
                 continue  # made with the stage it goes beside
             together = [i] + [j for j, other in enumerate(self.stages) if other.beside == stage.name]
             todo = [j for j in together if not self._reuse(j)]
-            if len(todo) > 1 and todo[0] == i:
-                self._make_beside(i, todo[1:])
-            else:
-                for j in todo:
-                    self._make(j)
+            if len(todo) > 1:  # the first here (the main stage, unless it is cached), the others in a second process
+                self._make_beside(todo[0], todo[1:])
+            elif todo:
+                self._make(todo[0])
         return self.seconds
 
     def _label(self, i: int) -> str:
@@ -339,6 +371,8 @@ class StageRunner:
         self.console.print(f"{names}: made beside {self.stages[i].name}, in a second process (output: {STAGE_LOG} in each folder)")
         with SecondProcess([self.stages[j] for j in side]) as second:
             self._make(i)
+            if not second.done():
+                self.console.print(f"waiting for {names} (output: {second.logs})")
             self.seconds |= second.result()
         for j in side:
             self.console.print(f"{self._label(j)}: done in {_minutes(self.seconds[self.stages[j].folder.name])}, beside {self.stages[i].name}")

@@ -3,8 +3,11 @@
 import io
 import json
 import os
+import pickle
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -137,6 +140,41 @@ def die(folder):
     os._exit(3)
 
 
+def sleep_long(folder):
+    time.sleep(120)
+
+
+def write_pid_and_sleep(path, folder):
+    path.write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def run_beside_forever(flag):
+    """The demo's process in the test below: a main stage that never ends, a stage beside it that says its pid."""
+    stages = [Stage("main", flag.parent / "main", "s", lambda f: time.sleep(300), 1.0),
+              Stage("side", flag.parent / "side", "s", partial(write_pid_and_sleep, flag), 1.0, beside="main")]
+    StageRunner(stages, quiet()).run()
+
+
+def running(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; only its exit status is left
+
+
+class TwoPartError(Exception):
+    """An error that pickles and cannot be rebuilt from its pickle (its ``__init__`` wants two arguments)."""
+
+    def __init__(self, first, second):
+        super().__init__(f"{first} {second}")
+
+
+def fail_oddly(folder):
+    raise TwoPartError("odd", "failure")
+
+
 def test_stages_beside_another_are_made_at_the_same_time_in_a_second_process(tmp_path):
     flag, out = tmp_path / "flag", io.StringIO()
     stages = [Stage("main", tmp_path / "main", "s", partial(wait_for, flag), 10.0, threads=1),
@@ -158,7 +196,8 @@ def test_an_error_beside_a_stage_stops_the_run_when_that_stage_is_done(tmp_path)
         StageRunner(stages, quiet()).run()
     assert stage_done(tmp_path / "main", "s") and not stage_done(tmp_path / "side", "s")
     assert "ValueError: the side stage failed" in (tmp_path / "side" / STAGE_LOG).read_text()  # with its traceback
-    assert not hasattr(error.value, "__notes__") or STAGE_LOG in error.value.__notes__[0]
+    if sys.version_info >= (3, 11):  # where exceptions carry notes
+        assert STAGE_LOG in error.value.__notes__[0]
     stages[1] = Stage("side", tmp_path / "side", "s", lambda f: None, 1.0, beside="main")
     StageRunner(stages, quiet()).run()  # run again: the main stage is cached, the side stage made here
     assert stage_done(tmp_path / "side", "s")
@@ -168,6 +207,88 @@ def test_a_second_process_that_ends_without_a_word_is_reported(tmp_path):
     stages = [Stage("main", tmp_path / "main", "s", lambda f: None, 1.0), Stage("side", tmp_path / "side", "s", die, 1.0, beside="main")]
     with pytest.raises(RuntimeError, match="exit code 3.*running the demo again resumes them"):
         StageRunner(stages, quiet()).run()
+
+
+def test_an_error_that_does_not_come_back_whole_still_names_its_type_and_message(tmp_path):
+    stages = [Stage("main", tmp_path / "main", "s", lambda f: None, 1.0), Stage("side", tmp_path / "side", "s", fail_oddly, 1.0, beside="main")]
+    with pytest.raises(RuntimeError, match="TwoPartError: odd failure"):
+        StageRunner(stages, quiet()).run()
+
+
+def test_the_second_process_ends_when_the_stage_beside_it_fails(tmp_path):
+    def broken(folder):
+        raise RuntimeError("the main stage failed")
+
+    stages = [Stage("main", tmp_path / "main", "s", broken, 1.0), Stage("side", tmp_path / "side", "s", sleep_long, 1.0, beside="main")]
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="the main stage failed"):
+        StageRunner(stages, quiet()).run()
+    assert time.monotonic() - began < 60 and not stage_done(tmp_path / "side", "s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")
+def test_the_second_process_ends_when_the_demos_process_is_killed(tmp_path):
+    import signal
+    import subprocess
+
+    flag = tmp_path / "pid"
+    script = f"import sys; sys.path[:0] = {sys.path!r}; from pathlib import Path; import {__name__} as t; t.run_beside_forever(Path({str(flag)!r}))"
+    demo = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists() or not flag.read_text():
+            assert time.monotonic() < deadline and demo.poll() is None, "the stage beside never started"
+            time.sleep(0.05)
+        second = int(flag.read_text())
+        demo.send_signal(signal.SIGKILL)  # no clean-up runs in the demo's process
+        demo.wait()
+        deadline = time.monotonic() + 30
+        while running(second):
+            assert time.monotonic() < deadline, "the second process outlived the demo's"
+            time.sleep(0.05)
+    finally:
+        demo.kill()
+
+
+def test_beside_a_cached_stage_the_first_waiting_stage_runs_here_and_the_others_in_a_second_process(tmp_path):
+    flags = [tmp_path / "one", tmp_path / "two"]
+    make = lambda folder: None  # noqa: E731
+    StageRunner([Stage("main", tmp_path / "main", "s", make, 1.0)], quiet()).run()
+    stages = [Stage("main", tmp_path / "main", "s", make, 1.0),
+              Stage("one", tmp_path / "a", "s", partial(write_pid, flags[0]), 1.0, beside="main"),
+              Stage("two", tmp_path / "b", "s", partial(write_pid, flags[1]), 1.0, beside="main")]
+    StageRunner(stages, quiet()).run()
+    assert int(flags[0].read_text()) == os.getpid() != int(flags[1].read_text())
+
+
+def test_stages_that_cannot_run_beside_another_are_refused_by_name(tmp_path):
+    make = lambda folder: None  # noqa: E731
+    with pytest.raises(ValueError, match="'side' is to run beside 'mian'"):
+        StageRunner([Stage("main", tmp_path / "main", "s", make, 1.0), Stage("side", tmp_path / "side", "s", make, 1.0, beside="mian")], quiet())
+    with pytest.raises(TypeError, match="side cannot run in a second process.*pickles"):  # a lambda does not pickle
+        StageRunner([Stage("main", tmp_path / "main", "s", make, 1.0), Stage("side", tmp_path / "side", "s", make, 1.0, beside="main")], quiet()).run()
+
+
+def test_the_demos_stages_made_beside_another_pickle(tmp_path, monkeypatch):
+    import mmsearch_r1.demo as demo
+
+    class Caught(Exception):
+        pass
+
+    class Capture:
+        def __init__(self, stages, console):
+            self.stages = stages
+
+        def run(self):
+            raise Caught(self.stages)
+
+    monkeypatch.setattr(demo, "StageRunner", Capture)
+    with pytest.raises(Caught) as caught:
+        demo.run_demo(load_config(demo_config_path("small")), tmp_path, console=quiet())
+    side = [stage for stage in caught.value.args[0] if stage.beside]
+    assert [s.beside for s in side] == ["balance", "balance"]
+    for stage in side:
+        pickle.dumps(stage)
 
 
 def test_a_stage_runs_on_its_own_threads_whatever_ran_before_it(tmp_path):
