@@ -507,7 +507,11 @@ def final_training_search_ratio(run_dir: Path, last: int = 3) -> float | None:
 
 
 def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = None) -> Path:
-    """Run (or resume) every stage of the demo under ``out``; return the path of ``results.json``."""
+    """Run (or resume) every stage of the demo under ``out``; return the path of ``results.json``.
+
+    Some stages run in a second process started with ``spawn``, which imports the calling script again: call
+    this from a script under ``if __name__ == "__main__":``, as with any use of multiprocessing.
+    """
     from rich.console import Console
 
     from mmsearch_r1.models.policy import require_device
