@@ -212,15 +212,30 @@ async def _search(call: _SearchCall, toolbox: "Toolbox | None", protocol: "Proto
         return error
 
 
+def _call_key(call: _SearchCall) -> tuple:
+    """What makes two calls of one turn the same search: the same image object, or the same query."""
+    if isinstance(call.action, ImageSearchCall):
+        return ("image", id(call.episode.sample))  # the episodes of one sample search the same image
+    return ("text", call.action.query)
+
+
 def run_searches(calls: list[_SearchCall], toolbox: "Toolbox | None", protocol: "ProtocolConfig") -> list:
-    """All of a turn's tool calls, concurrently; results in the order of ``calls``."""
+    """All of a turn's tool calls, concurrently; results in the order of ``calls``.
+
+    Identical calls (a GRPO group searching its image, two episodes writing the same query) run once and
+    share the result, so a paid backend is charged once and a local one does the work once.
+    """
     if not calls:
         return []
+    first: dict[tuple, int] = {}
+    unique = [first.setdefault(_call_key(call), i) for i, call in enumerate(calls)]
+    distinct = sorted(set(unique))
 
     async def gather() -> list:
-        return await asyncio.gather(*(_search(call, toolbox, protocol) for call in calls))
+        return await asyncio.gather(*(_search(calls[i], toolbox, protocol) for i in distinct))
 
-    return run_async(gather)
+    results = dict(zip(distinct, run_async(gather)))
+    return [results[i] for i in unique]
 
 
 def _feedback(call: _SearchCall, result, templates: Templates) -> tuple[Message, list["Image.Image"]]:

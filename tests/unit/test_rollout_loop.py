@@ -191,8 +191,30 @@ def test_batch_runs_one_engine_call_per_turn_and_finished_episodes_drop_out():
     assert [t.sample_id for t in out] == ["q0", "q0", "q1", "q1", "q2", "q2"]
     assert [t.group_id for t in out] == ["q0@0", "q0@0", "q1@1", "q1@1", "q2@2", "q2@2"]
     assert [len(t.actions) for t in out] == [1, 1, 2, 2, 3, 3]
-    assert tools.image.most_in_flight == 4  # the four image searches of turn 1 ran at the same time
+    assert (tools.image.calls, tools.image.most_in_flight) == (2, 2)  # one search per sample's image, both at once
     assert out[0].meta["category"] == "search_required" and out[0].gold_answers == ["Rex"]
+
+
+def test_identical_calls_of_a_turn_run_once_and_every_episode_gets_the_results():
+    def reply(context):
+        done = sum(m.role == "assistant" for m in context.messages)
+        if "thing 2" in context.messages[1].text:  # another sample, writing the same query
+            return (TEXT, ANSWER)[min(done, 1)]
+        return (IMAGE, TEXT, ANSWER)[min(done, 2)]
+
+    tools = Toolbox(FakeImageSearch(), FakeTextSearch())
+    out = rollout([_sample(0), _sample(1), _sample(2)], ScriptedEngine(reply), tools, n=3, protocol=ProtocolConfig(image_top_k=2), sampling=SamplingConfig())
+    assert tools.image.calls == 2  # turn 1: samples 0 and 1, three episodes each
+    assert tools.text.queries == ["Rex tower height", "Rex tower height"]  # turn 1 (sample 2) and turn 2 (samples 0, 1)
+    for t in out:
+        assert t.end_reason == "answer" and t.text_searches == 1 and "Rex is 0 m tall." in t.messages[-2].text
+    assert all(len(t.images) == 3 and t.image_searches == 1 for t in out[:6])
+
+
+def test_a_shared_failure_is_counted_in_every_episode_that_asked():
+    tools = Toolbox(FakeImageSearch(fail=ToolTimeout("slow")), FakeTextSearch())
+    out = rollout([_sample(0)], ScriptedEngine(script(IMAGE, ANSWER)), tools, n=4, protocol=ProtocolConfig(), sampling=SamplingConfig())
+    assert tools.image.calls == 1 and [t.tool_failures for t in out] == [1, 1, 1, 1]
 
 
 def test_text_only_engine_leaves_token_fields_empty_but_consistent():
