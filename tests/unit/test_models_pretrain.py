@@ -139,3 +139,22 @@ def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypat
     now = fingerprint(cfg, tmp_path)
     monkeypatch.setattr(model_config, "DEMONSTRATIONS_VERSION", model_config.DEMONSTRATIONS_VERSION + 1)
     assert fingerprint(cfg, tmp_path) != now
+
+
+def test_the_pretraining_recipe_file_differs_from_the_demos_only_where_it_says():
+    """configs/pretrain.toml's comments name the keys where it leaves the demo's pretraining: no others may differ."""
+    from pathlib import Path
+
+    from mmsearch_r1.config import load_config, stamp_settings
+    from mmsearch_r1.demo import demo_config_path
+
+    recipe = load_config(Path(__file__).resolve().parents[2] / "configs" / "pretrain.toml")
+    demo = load_config(demo_config_path("default"))
+    sections = {
+        name: (stamp_settings(getattr(recipe, name)), stamp_settings(getattr(demo, name)))
+        for name in ("model", "pretrain", "protocol", "world")
+    }
+    differ = {f"{name}.{key}" for name, (a, b) in sections.items() for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+    assert differ == {"model.num_layers", "pretrain.epochs", "pretrain.name_before_query", "pretrain.direct_drill_share"}
+    assert (recipe.model.num_layers, recipe.pretrain.epochs, recipe.pretrain.name_before_query, recipe.pretrain.direct_drill_share) == (3, 10, True, 0.5)
+    assert recipe.seed == demo.seed and recipe.world.size == "small"
