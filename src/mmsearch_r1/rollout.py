@@ -213,29 +213,29 @@ async def _search(call: _SearchCall, toolbox: "Toolbox | None", protocol: "Proto
 
 
 def _call_key(call: _SearchCall) -> tuple:
-    """What makes two calls of one turn the same search: the same image object, or the same query."""
+    """What makes two calls of one turn the same search: the same sample's image, or the same query."""
     if isinstance(call.action, ImageSearchCall):
-        return ("image", id(call.episode.sample))  # the episodes of one sample search the same image
+        return ("image", id(call.episode.sample))  # the episodes of one sample search its one decoded image
     return ("text", call.action.query)
 
 
 def run_searches(calls: list[_SearchCall], toolbox: "Toolbox | None", protocol: "ProtocolConfig") -> list:
     """All of a turn's tool calls, concurrently; results in the order of ``calls``.
 
-    Identical calls (a GRPO group searching its image, two episodes writing the same query) run once and
-    share the result, so a paid backend is charged once and a local one does the work once.
+    Identical calls of the turn (a GRPO group searching its image, two episodes writing the same query) run
+    once and share the result, so a paid backend is charged once and a local one does the work once.
     """
     if not calls:
         return []
     first: dict[tuple, int] = {}
-    unique = [first.setdefault(_call_key(call), i) for i, call in enumerate(calls)]
-    distinct = sorted(set(unique))
+    first_of = [first.setdefault(_call_key(call), i) for i, call in enumerate(calls)]  # each call's first identical call
+    distinct = list(first.values())
 
     async def gather() -> list:
         return await asyncio.gather(*(_search(calls[i], toolbox, protocol) for i in distinct))
 
     results = dict(zip(distinct, run_async(gather)))
-    return [results[i] for i in unique]
+    return [results[i] for i in first_of]
 
 
 def _feedback(call: _SearchCall, result, templates: Templates) -> tuple[Message, list["Image.Image"]]:

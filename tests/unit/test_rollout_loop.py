@@ -198,7 +198,7 @@ def test_batch_runs_one_engine_call_per_turn_and_finished_episodes_drop_out():
 def test_identical_calls_of_a_turn_run_once_and_every_episode_gets_the_results():
     def reply(context):
         done = sum(m.role == "assistant" for m in context.messages)
-        if "thing 2" in context.messages[1].text:  # another sample, writing the same query
+        if "thing 2" in context.messages[1].text:  # another sample, writing the same query in its first turn
             return (TEXT, ANSWER)[min(done, 1)]
         return (IMAGE, TEXT, ANSWER)[min(done, 2)]
 
@@ -209,6 +209,35 @@ def test_identical_calls_of_a_turn_run_once_and_every_episode_gets_the_results()
     for t in out:
         assert t.end_reason == "answer" and t.text_searches == 1 and "Rex is 0 m tall." in t.messages[-2].text
     assert all(len(t.images) == 3 and t.image_searches == 1 for t in out[:6])
+    assert all(len(t.images) == 1 and t.image_searches == 0 for t in out[6:])
+
+
+def test_different_queries_of_a_turn_each_get_their_own_results():
+    class EchoTextSearch(FakeTextSearch):
+        async def asearch(self, query, k=5):
+            self.queries.append(query)
+            return [TextHit("Doc", "http://d/0", f"About {query}.")]
+
+    def reply(context):
+        if any(m.role == "assistant" for m in context.messages):
+            return ANSWER
+        thing = context.messages[1].text.split("thing ")[1][0]
+        return f"<reason>Look it up.</reason><text_search>thing {thing}</text_search>"
+
+    tools = Toolbox(FakeImageSearch(), EchoTextSearch())
+    out = rollout([_sample(0), _sample(1)], ScriptedEngine(reply), tools, n=2, protocol=ProtocolConfig(), sampling=SamplingConfig())
+    assert sorted(tools.text.queries) == ["thing 0", "thing 1"]
+    assert [("About thing 0." in t.messages[-2].text, "About thing 1." in t.messages[-2].text) for t in out] == [(True, False)] * 2 + [(False, True)] * 2
+
+
+def test_rag_searches_each_samples_image_once_and_counts_it_in_every_episode():
+    tools = Toolbox(FakeImageSearch(), FakeTextSearch())
+    out = rollout([_sample(0), _sample(1)], ScriptedEngine(script(TEXT, ANSWER)), tools, n=4, protocol=ProtocolConfig(), sampling=SamplingConfig(), workflow="rag")
+    assert tools.image.calls == 2
+    assert [(t.image_searches, t.tool_failures, t.end_reason) for t in out] == [(1, 0, "answer")] * 8
+    failing = Toolbox(FakeImageSearch(fail=ToolTimeout("slow")), FakeTextSearch())
+    out = rollout([_sample(0)], ScriptedEngine(script(TEXT, ANSWER)), failing, n=3, protocol=ProtocolConfig(), sampling=SamplingConfig(), workflow="rag")
+    assert failing.image.calls == 1 and [(t.image_searches, t.tool_failures) for t in out] == [(1, 1)] * 3
 
 
 def test_a_shared_failure_is_counted_in_every_episode_that_asked():
