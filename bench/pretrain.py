@@ -1,6 +1,6 @@
 """The pretraining budget: world build + pretraining wall time, and training speed at 1 and 2 torch threads.
 
-    python bench/pretrain.py [--size small|default] [--out /tmp/pretrain_bench] [--set pretrain.epochs=2 ...]
+    python bench/pretrain.py [--size small|default] [--out /tmp/pretrain_bench] [--config configs/pretrain.toml] [--set pretrain.epochs=2 ...]
 
 Prints the seconds of each stage (world build, setup, demonstrations, training, report), the training
 tokens per second, and, side by side in the same run, the training speed of 20 steps with 1 and with 2
@@ -47,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=["small", "default"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/pretrain_bench"))
+    parser.add_argument("--config", type=Path, default=None, help="TOML config (default: the built-in defaults); --size still chooses the world.")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
@@ -54,7 +55,7 @@ def main() -> None:
     from mmsearch_r1.models.pretrain import pretrain
     from mmsearch_r1.world.build import build_world
 
-    cfg = load_config(None, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     started = time.perf_counter()
     world_dir = build_world(args.out / "world", seed=cfg.seed, size=args.size)
     build_seconds = time.perf_counter() - started
