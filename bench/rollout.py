@@ -162,13 +162,13 @@ def raw_generate(policy, engine, samples, max_new_tokens: int, seed: int) -> tup
     """Raw ``generate`` on the first-turn prompts of ``samples`` (one batch, every row forced to ``max_new_tokens``)."""
     import torch
 
-    from mmsearch_r1.engines.hf import _batch
+    from mmsearch_r1.engines.hf import pad_batch
     from mmsearch_r1.protocol import Templates, first_turn
 
     templates = Templates.load()
     spans = [engine.encoder.given_span([], first_turn(s.question, templates), [s.image]) for s in samples]
-    inputs = _batch(engine.encoder, [s.token_ids for s in spans], [p for s in spans for p in s.pixel_values],
-                    [g for s in spans for g in s.image_grid_thw], left=True, device=policy.model.device)
+    inputs = pad_batch([s.token_ids for s in spans], [p for s in spans for p in s.pixel_values], [g for s in spans for g in s.image_grid_thw],
+                       pad_id=engine.encoder.pad_id, image_token_id=engine.encoder.image_token_id, left=True, device=policy.model.device)
     torch.manual_seed(seed)
     with torch.no_grad():
         out, seconds = timed(lambda: policy.model.generate(

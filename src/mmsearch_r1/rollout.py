@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn, TokenizedContext, run_async
+from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn, TokenizedContext, first_of_each, run_async
 from mmsearch_r1.errors import ConfigError, ToolError
 from mmsearch_r1.progress import progress_bar
 from mmsearch_r1.protocol import (
@@ -42,8 +42,9 @@ from mmsearch_r1.protocol import (
     SearchBudget,
     Templates,
     TextSearchCall,
+    Workflow,
+    WORKFLOWS,
     decide,
-    escape,
     first_turn,
     image_results_turn,
     parse_turn,
@@ -60,10 +61,6 @@ if TYPE_CHECKING:
     from mmsearch_r1.engines.chat import EncodedSpan
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.tools.base import ImageHit, TextHit, Toolbox
-
-Workflow = Literal["on_demand", "direct", "rag"]
-WORKFLOWS: tuple[str, ...] = ("on_demand", "direct", "rag")
-
 
 # --- one episode ----------------------------------------------------------------------------------
 
@@ -174,10 +171,10 @@ def _opening(episode: Episode, workflow: str, templates: Templates, image_result
         return first_turn(sample.question, replace(templates, user_prompt=templates.direct_prompt)), [sample.image]
     messages = first_turn(sample.question, replace(templates, user_prompt=""))
     if isinstance(image_result, ToolError):
-        failed = escape(f"The image search failed ({image_result}).")
-        results, thumbnails = Message("user", [f"<information>\n{failed}\n</information>\n" + templates.rag_query.format(question=sample.question)]), []
+        error = str(image_result) or type(image_result).__name__
+        results, thumbnails = tool_error_turn("image_search", error, sample.question, replace(templates, tool_error=templates.rag_error))
     else:
-        results, thumbnails = image_results_turn(image_result or [], sample.question, 1, replace(templates, image_results=templates.rag_query))
+        results, thumbnails = image_results_turn(image_result, sample.question, 1, replace(templates, image_results=templates.rag_query))
     messages[-1] = Message("user", [ImageRef(0), *results.content])
     return messages, [sample.image, *thumbnails]
 
@@ -227,22 +224,19 @@ def run_searches(calls: list[_SearchCall], toolbox: "Toolbox | None", protocol: 
     """
     if not calls:
         return []
-    first: dict[tuple, int] = {}
-    first_of = [first.setdefault(_call_key(call), i) for i, call in enumerate(calls)]  # each call's first identical call
-    distinct = list(first.values())
+    firsts, place = first_of_each([_call_key(call) for call in calls])
 
     async def gather() -> list:
-        return await asyncio.gather(*(_search(calls[i], toolbox, protocol) for i in distinct))
+        return await asyncio.gather(*(_search(calls[i], toolbox, protocol) for i in firsts))
 
-    results = dict(zip(distinct, run_async(gather)))
-    return [results[i] for i in first_of]
+    results = run_async(gather)
+    return [results[p] for p in place]
 
 
 def _feedback(call: _SearchCall, result, templates: Templates) -> tuple[Message, list["Image.Image"]]:
     episode, question = call.episode, call.episode.sample.question
     tool = call.action.kind
     if isinstance(result, ToolError):
-        episode.tool_failures += 1
         return tool_error_turn(tool, str(result) or type(result).__name__, question, templates)
     if tool == "image_search":
         return image_results_turn(result, question, len(episode.images), templates)
@@ -270,7 +264,7 @@ def rollout(
     protocol: "ProtocolConfig",
     sampling: "SamplingConfig",
     seed: int = 0,
-    workflow: str = "on_demand",
+    workflow: Workflow = "on_demand",
     templates: Templates | None = None,
     progress: bool = False,
 ) -> list[Trajectory]:
@@ -320,6 +314,7 @@ def rollout(
                     call.episode.budget.image_searches += 1
                 else:
                     call.episode.budget.text_searches += 1
+                call.episode.tool_failures += int(isinstance(result, ToolError))
                 feedback.append(_feedback(call, result, templates))
             give(engine, [c.episode for c in calls], [[message] for message, _ in feedback], [images for _, images in feedback])
             advance(sum(e.done for e in live))

@@ -75,8 +75,10 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(world_dir, tmp_path
 def test_resume_refuses_a_different_config(world_dir, tmp_path):
     cfg = load_config(None, TINY + ["pretrain.report_samples=0", "pretrain.epochs=0.2"])
     pretrain(cfg, world_dir, tmp_path / "run")
+    written = (tmp_path / "run" / "config.toml").read_text()
     with pytest.raises(ConfigError, match="another config"):
         pretrain(load_config(None, TINY + ["pretrain.report_samples=0", "pretrain.epochs=0.2", "pretrain.lr=0.01"]), world_dir, tmp_path / "run")
+    assert (tmp_path / "run" / "config.toml").read_text() == written  # refused before anything was written
 
 
 def test_missing_world_is_one_clear_error(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mmsearch_r1.cli import app
+from mmsearch_r1.errors import ConfigError
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer
 from mmsearch_r1.tools.local_image import build_image_index
 from mmsearch_r1.tools.local_text import build_text_index
@@ -93,3 +95,20 @@ def test_user_errors_are_one_line_without_traceback(world, tmp_path):
     assert result.returncode == 2 and "nope.png does not exist" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([*cli, "ask", "--image", str(world / "question.png"), "--question", "q", "--world", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "has no image_index/" in result.stderr
+
+
+def test_bad_options_name_the_option_and_the_fix(world, model_dir, tmp_path):
+    asked = ["--model", model_dir, "--image", world / "question.png", "--question", "Where?"]
+    cases = [
+        (["--world", world, "--workflow", "agentic"], "--workflow `agentic` is unknown; use one of on-demand, direct, rag"),
+        (["--world", world, "--temperature", -1], "--temperature -1.0 is not allowed: input should be greater than or equal to 0"),
+        (["--world", world, "--save-images", tmp_path / "images"], "add --json"),
+        ([], "pass --world DIR"),
+        (["--world", world, "--question", " "], "--question is empty"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            _ask(*asked, *extra)
+    assert not (tmp_path / "images").exists()
+    for workflow in ("on_demand", "direct"):  # underscores work as well as dashes (the default, on-demand)
+        assert _ask(*asked, "--world", world, "--workflow", workflow, "--set", "engine.sampling.max_new_tokens=4").exit_code == 0

@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mmsearch_r1.errors import ConfigError  # noqa: E402
 from mmsearch_r1.models.encode import Encoded  # noqa: E402
 from mmsearch_r1.models.pretrain import batch_up, collate, lr_at, masked_lm_loss  # noqa: E402
 
@@ -127,6 +128,12 @@ def test_swapped_names_go_only_to_image_searches_on_entities_the_model_cannot_re
     source = DemoSource.__new__(DemoSource)
     source.cfg, source.world = load_config(), world
     assert source.cfg.pretrain.naming_drills == 0 and source.naming(0) == []  # off by default: the demo's pretraining is unchanged
+    assert load_config(None, ["pretrain.reading_drills=0"]).pretrain.reading_drills == 0
+    source.cfg = load_config(None, ["pretrain.reading_drills=0"])
+    assert source.reading(0, None) == []  # allowed by the config, so no drills rather than a crash
+    source.cfg, source.world = load_config(None, ["pretrain.naming_drills=4"]), S(entities=[S(known_by_sight=True)])
+    with pytest.raises(ConfigError, match="naming_drills=0"):
+        source.naming(0)
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

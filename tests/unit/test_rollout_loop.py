@@ -282,7 +282,9 @@ def test_rag_image_search_failure_is_counted():
     toolbox = Toolbox(FakeImageSearch(fail=ToolTimeout("down")), FakeTextSearch())
     t, _, _ = run(script(TEXT, ANSWER), toolbox=toolbox, workflow="rag")
     assert (t.tool_failures, t.end_reason, len(t.images)) == (1, "answer", 1)
-    assert "image search failed (down)" in t.messages[1].text
+    opening = t.messages[1].text
+    assert "image search failed (down)" in opening and "write a web search query" in opening
+    assert "look most like" not in opening  # no results to speak of: the rag_error template, not rag_query's
 
 
 def test_unknown_workflow_and_bad_n_are_config_errors():

@@ -21,7 +21,7 @@ def ask(
     engine: Optional[str] = typer.Option(None, "--engine", "-e", help="hf (transformers, default), vllm (GPU) or openai (any OpenAI-compatible server)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL up to /v1 (with --engine openai); the key is read from $OPENAI_API_KEY or engine.openai.api_key_env."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Model name on the server (with --engine openai); default: the server's first model."),
-    workflow: str = typer.Option("on_demand", "--workflow", help="on_demand (the model decides), direct (no tools) or rag (image search, then text search)."),
+    workflow: str = typer.Option("on-demand", "--workflow", help="on-demand (the model decides; on_demand works too), direct (no tools) or rag (image search, then text search)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Sampling temperature (0: greedy); default engine.sampling.temperature."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed; default the config's seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the trajectory record as JSON (token_ids, loss_mask, logprobs, messages, counts)."),
@@ -44,27 +44,32 @@ def _configure(config, set_, engine, model, world, base_url, model_name, tempera
     """The run's config with the command-line options applied on top of the file and --set overrides."""
     from mmsearch_r1.cli.common import load
     from mmsearch_r1.errors import ConfigError
-    from mmsearch_r1.rollout import WORKFLOWS
 
     cfg = load(config, set_)
-    if workflow not in WORKFLOWS:
-        raise ConfigError(f"--workflow `{workflow}` is unknown; use one of {', '.join(WORKFLOWS)}.")
-    try:
-        if engine is not None:
-            cfg.engine.type = engine
-        if model is not None:
-            cfg.model.path = model
-        if base_url is not None:
-            cfg.engine.openai.base_url = base_url
-        if model_name is not None:
-            cfg.engine.openai.model_name = model_name
-        if temperature is not None:
-            cfg.engine.sampling.temperature = temperature
-    except ValueError as error:  # pydantic validation of an assignment
-        raise ConfigError(f"bad command-line option: {error.errors()[0]['msg']} (got {error.errors()[0].get('input')!r}).") from None
+    options = (("--engine", cfg.engine, "type", engine), ("--model", cfg.model, "path", model),
+               ("--base-url", cfg.engine.openai, "base_url", base_url), ("--model-name", cfg.engine.openai, "model_name", model_name),
+               ("--temperature", cfg.engine.sampling, "temperature", temperature))
+    for flag, section, key, value in options:
+        if value is None:
+            continue
+        try:
+            setattr(section, key, value)
+        except ValueError as error:  # pydantic validation of an assignment
+            raise ConfigError(f"{flag} {value} is not allowed: {error.errors()[0]['msg'].lower()}.") from None
     if world is not None:
         cfg.tools = cfg.tools.with_local_indexes(world)
     return cfg
+
+
+def _workflow(name: str) -> str:
+    """The workflow's name, dashes or underscores (``on-demand`` or ``on_demand``)."""
+    from mmsearch_r1.errors import ConfigError
+    from mmsearch_r1.protocol import WORKFLOWS
+
+    workflow = name.strip().replace("-", "_")
+    if workflow not in WORKFLOWS:
+        raise ConfigError(f"--workflow `{name}` is unknown; use one of on-demand, direct, rag.")
+    return workflow
 
 
 def _question_sample(image: Path, question: str):
@@ -84,13 +89,21 @@ def _question_sample(image: Path, question: str):
 
 def _ask(image, question, model, world, engine, base_url, model_name, workflow, temperature, seed, as_json, save_images, config, set_) -> None:
     from mmsearch_r1.engines import build_engine, check_engine
+    from mmsearch_r1.errors import ConfigError
     from mmsearch_r1.rollout import rollout
     from mmsearch_r1.tools import build_toolbox
 
+    workflow = _workflow(workflow)
+    if not question.strip():
+        raise ConfigError("--question is empty; pass the question to ask about the image.")
+    if save_images is not None and not as_json:
+        raise ConfigError("--save-images writes the images the JSON record names; add --json, or leave --save-images out.")
     cfg = _configure(config, set_, engine, model, world, base_url, model_name, temperature, workflow)
     sample = _question_sample(image, question)
     check_engine(cfg.engine, cfg.model)
     needs_tools = workflow != "direct"
+    if needs_tools and world is None and cfg.tools.image.index_dir is None and cfg.tools.image.type == "local":
+        raise ConfigError(f"the {workflow.replace('_', '-')} workflow searches, and no search tools are set; pass --world DIR (a demo world's indexes), or set tools.* in --config.")
     toolbox = build_toolbox(cfg.tools, image=needs_tools, text=needs_tools)
     generator = build_engine(cfg.engine, cfg.model)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Sequence, TypeVar
 
 from mmsearch_r1.errors import MMSearchError
 
@@ -89,6 +89,23 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release what the engine holds (connections, GPU memory). Safe to call twice."""
+
+
+def first_of_each(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """The first index of each distinct key, and for every position the place of its key among those.
+
+    >>> first_of_each(["a", "b", "a", "c", "b"])
+    ([0, 1, 3], [0, 1, 0, 2, 1])
+    """
+    first: dict[Any, int] = {}
+    firsts: list[int] = []
+    place = []
+    for i, key in enumerate(keys):
+        if key not in first:
+            first[key] = len(firsts)
+            firsts.append(i)
+        place.append(first[key])
+    return firsts, place
 
 
 def run_async(make: Callable[[], Awaitable[T]]) -> T:

@@ -42,7 +42,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn
+from mmsearch_r1.engines.base import Context, Engine, GeneratedTurn, first_of_each
 from mmsearch_r1.engines.chat import ChatEncoder, sampled_turn
 
 if TYPE_CHECKING:
@@ -180,29 +180,20 @@ def _raw_bytes(tensor: "torch.Tensor") -> bytes:
     return tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
 
 
-def first_of_each(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
-    """The first index of each distinct key, and for every position the place of its key among those.
-
-    >>> first_of_each(["a", "b", "a", "c", "b"])
-    ([0, 1, 3], [0, 1, 0, 2, 1])
-    """
-    first: dict[Any, int] = {}
-    place = [first.setdefault(key, len(first)) for key in keys]
-    representatives = [0] * len(first)
-    for i, p in reversed(list(enumerate(place))):
-        representatives[p] = i
-    return representatives, place
-
-
 # --- batching -------------------------------------------------------------------------------------
 
 
-def _batch(encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_values: Sequence[Any], grids: Sequence[Any], *, left: bool, device: Any) -> dict:
-    """Model inputs for several token sequences, padded on the left (sampling) or right (scoring)."""
+def pad_batch(sequences: Sequence[Sequence[int]], pixel_values: Sequence[Any], grids: Sequence[Any], *, pad_id: int,
+              image_token_id: int, left: bool, device: Any = "cpu") -> dict:
+    """Model inputs for several token sequences, padded on the left (sampling, scoring a tail) or the right.
+
+    ``pixel_values``/``grids`` are the images of all sequences in order. ``mm_token_type_ids`` marks the image
+    tokens, so the model computes its 3-D rope positions the same way in sampling, scoring and pretraining.
+    """
     import torch
 
     longest = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), longest), encoder.pad_id, dtype=torch.long)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, seq in enumerate(sequences):
         span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
@@ -211,7 +202,7 @@ def _batch(encoder: ChatEncoder, sequences: Sequence[Sequence[int]], pixel_value
     inputs = {
         "input_ids": input_ids.to(device),
         "attention_mask": attention_mask.to(device),
-        "mm_token_type_ids": (input_ids == encoder.image_token_id).long().to(device),
+        "mm_token_type_ids": (input_ids == image_token_id).long().to(device),
     }
     if len(pixel_values):
         inputs["pixel_values"] = torch.cat(list(pixel_values), dim=0).to(device)
@@ -235,7 +226,8 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
         raise ValueError("score_sequences takes tail or masks, not both.")
     flat_pixels = [p for per in pixel_values for p in per]
     flat_grids = [g for per in grids for g in per]
-    inputs = _batch(encoder, sequences, flat_pixels, flat_grids, left=tail is not None, device=model.device)
+    inputs = pad_batch(sequences, flat_pixels, flat_grids, pad_id=encoder.pad_id, image_token_id=encoder.image_token_id,
+                       left=tail is not None, device=model.device)
     if masks is not None and _body_and_head(model) is not None:
         return _score_marked(model, encoder, inputs, sequences, masks, temperature)
     if tail is not None:
@@ -792,7 +784,8 @@ class HFEngine(Engine):
         tokens = [c.tokens for c in contexts]
         pixels = [p for t in tokens for p in t.pixel_values]
         grids = [g for t in tokens for g in t.image_grid_thw]
-        inputs = _batch(encoder, [t.token_ids for t in tokens], pixels, grids, left=True, device=model.device)
+        inputs = pad_batch([t.token_ids for t in tokens], pixels, grids, pad_id=encoder.pad_id, image_token_id=encoder.image_token_id,
+                           left=True, device=model.device)
         greedy = sampling.temperature <= 0
         config = GenerationConfig(
             do_sample=not greedy, temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,

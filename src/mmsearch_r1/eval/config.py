@@ -8,9 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from mmsearch_r1.config import Section
-
-Workflow = Literal["direct", "rag", "on_demand"]
-WORKFLOWS: tuple[str, ...] = ("direct", "rag", "on_demand")
+from mmsearch_r1.protocol import WORKFLOWS, Workflow
 
 
 class JudgeConfig(Section):

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch_r1.errors import ConfigError, DataError
+from mmsearch_r1.progress import progress_bar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,7 +101,10 @@ def read_split(world_dir: Path, split: str) -> list:
     path = world_dir / f"{split}.parquet"
     if not path.is_file():
         raise DataError(f"{world_dir} has no {split}.parquet; build a world there with `mmsearch-r1 world build --out {world_dir}`.")
-    return read_parquet(path)
+    samples = read_parquet(path)
+    if not samples:
+        raise DataError(f"{path} holds no questions; rebuild the world with `mmsearch-r1 world build --out {world_dir}`.")
+    return samples
 
 
 # --- planning the demonstrations and batches of every epoch ------------------------------------------
@@ -262,6 +266,8 @@ class DemoSource:
         from mmsearch_r1.models.demos import reading_demo, with_value, world_values
 
         world, k, count = self.world, self.cfg.protocol.text_top_k, self.cfg.pretrain.reading_drills
+        if count == 0:
+            return []
         facts = [(entity, fact) for entity in world.entities for fact in entity.facts]
         values = world_values(world)
         order = np.concatenate([rng.permutation(len(facts)) for _ in range(math.ceil(count / len(facts)))])[:count]
@@ -294,6 +300,8 @@ class DemoSource:
             return []
         rng = np.random.default_rng([self.cfg.seed, STREAM_NAMES, e, 1])
         entities = self.unrecognisable
+        if not entities:
+            raise ConfigError("pretrain.naming_drills needs entities the model cannot recognise by sight, and this world has none; set pretrain.naming_drills=0.")
         order = np.concatenate([rng.permutation(len(entities)) for _ in range(math.ceil(count / len(entities)))])[:count]
         out = []
         for r, i in enumerate(int(i) for i in order):
@@ -309,6 +317,8 @@ class DemoSource:
 def batch_up(items: list["Encoded"], batch_tokens: int, rng: "np.random.Generator", window: int = 256) -> list[list["Encoded"]]:
     """Shuffle, sort by length inside windows, cut into batches of at most ``batch_tokens`` padded tokens, shuffle.
 
+    An item longer than ``batch_tokens`` is a batch of its own.
+
     >>> import numpy as np
     >>> from types import SimpleNamespace as S
     >>> items = [S(token_ids=[0] * n) for n in (3, 5, 4, 9, 2)]
@@ -322,7 +332,7 @@ def batch_up(items: list["Encoded"], batch_tokens: int, rng: "np.random.Generato
         chunk = sorted(order[start:start + window], key=lambda x: len(x.token_ids))
         current: list = []
         for item in chunk:
-            longest = max([len(item.token_ids)] + [len(x.token_ids) for x in current])
+            longest = len(item.token_ids)  # the chunk is sorted: the newest item is the longest
             if current and longest * (len(current) + 1) > batch_tokens:
                 batches.append(current)
                 current = []
@@ -340,12 +350,14 @@ def plan(cfg: Any, source: DemoSource, progress: bool = False) -> Plan:
     batches: list[list] = []
     per_epoch, counts = [], {}
     epochs = math.ceil(p.epochs)
-    for e in _progress(range(epochs), progress, "demonstrations", epochs):
-        items = source.epoch(e, counts)
-        per_epoch.append(len(items))
-        epoch_batches = batch_up(items, p.batch_tokens, np.random.default_rng([cfg.seed, STREAM_BATCHES, e]))
-        keep = len(epoch_batches) if e + 1 <= p.epochs else max(1, round(len(epoch_batches) * (p.epochs - e)))
-        batches += epoch_batches[:keep]
+    with progress_bar("demonstrations", epochs, enabled=progress, transient=True) as advance:
+        for e in range(epochs):
+            items = source.epoch(e, counts)
+            per_epoch.append(len(items))
+            epoch_batches = batch_up(items, p.batch_tokens, np.random.default_rng([cfg.seed, STREAM_BATCHES, e]))
+            keep = len(epoch_batches) if e + 1 <= p.epochs else max(1, round(len(epoch_batches) * (p.epochs - e)))
+            batches += epoch_batches[:keep]
+            advance()
     tokens = sum(len(x.token_ids) for b in batches for x in b)
     trained = sum(sum(x.loss_mask) for b in batches for x in b)
     return Plan(batches, per_epoch, tokens, trained, counts)
@@ -355,28 +367,18 @@ def plan(cfg: Any, source: DemoSource, progress: bool = False) -> Plan:
 
 
 def collate(batch: list["Encoded"], pad_id: int, image_token_id: int, device: str = "cpu") -> dict:
-    """Right-padded tensors on ``device``: input ids, attention mask, loss mask, and the images in order.
-
-    ``mm_token_type_ids`` marks the image tokens, so the model computes its 3-D rope positions exactly as
-    the rollout engine does when it samples.
-    """
+    """Right-padded model inputs on ``device`` (``engines.hf.pad_batch``, as the rollout engine builds them) and
+    the loss mask."""
     import torch
 
-    length = max(len(x.token_ids) for x in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), length), dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.float32)
+    from mmsearch_r1.engines.hf import pad_batch
+
+    inputs = pad_batch([x.token_ids for x in batch], [p for x in batch for p in x.pixel_values], [g for x in batch for g in x.image_grid_thw],
+                       pad_id=pad_id, image_token_id=image_token_id, left=False, device=device)
+    mask = torch.zeros(inputs["input_ids"].shape, dtype=torch.float32)
     for row, x in enumerate(batch):
-        n = len(x.token_ids)
-        ids[row, :n] = torch.tensor(x.token_ids)
-        attention[row, :n] = 1
-        mask[row, :n] = torch.tensor(x.loss_mask, dtype=torch.float32)
-    inputs = {"input_ids": ids, "attention_mask": attention, "mm_token_type_ids": (ids == image_token_id).long()}
-    pixels = [p for x in batch for p in x.pixel_values]
-    if pixels:
-        inputs["pixel_values"] = torch.cat(pixels)
-        inputs["image_grid_thw"] = torch.stack([g for x in batch for g in x.image_grid_thw])
-    return {"inputs": {k: v.to(device) for k, v in inputs.items()}, "loss_mask": mask.to(device)}
+        mask[row, :len(x.loss_mask)] = torch.tensor(x.loss_mask, dtype=torch.float32)
+    return {"inputs": inputs, "loss_mask": mask.to(device)}
 
 
 def masked_lm_loss(logits: "torch.Tensor", input_ids: "torch.Tensor", loss_mask: "torch.Tensor") -> "torch.Tensor":
@@ -433,39 +435,37 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, stamp: str, losse
     tmp.replace(folder / STATE_FILE)
 
 
-def load_checkpoint(folder: Path, model, optimizer, stamp: str) -> tuple[int, list[float]]:
-    """Restore a checkpoint (returns the next step and the loss history); (0, []) when there is none."""
+def checkpoint_state(folder: Path, stamp: str) -> dict | None:
+    """The checkpoint in ``folder`` (None when there is none), refused when another config or world made it."""
     import torch
 
     path = folder / STATE_FILE
     if not path.is_file():
-        return 0, []
+        return None
     state = torch.load(path, weights_only=False, map_location="cpu")  # load_state_dict copies to the model's device
     if state["fingerprint"] != stamp:
         raise ConfigError(f"the checkpoint in {folder} was made with another config or world; pass a new --out, or delete {folder} to start over.")
+    return state
+
+
+def load_checkpoint(folder: Path, model, optimizer, stamp: str) -> tuple[int, list[float]]:
+    """Restore a checkpoint (returns the next step and the loss history); (0, []) when there is none."""
+    import torch
+
+    state = checkpoint_state(folder, stamp)
+    if state is None:
+        return 0, []
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"]), list(state["losses"])
 
 
-def _progress(items, enabled: bool, label: str, total: int):
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)
-
-
 def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, folder: Path, stamp: str, progress: bool) -> dict:
     """The optimizer loop with periodic checkpoints; resumes from ``folder`` when it holds one."""
     import torch
+
+    from mmsearch_r1.engines.chat import ChatEncoder
 
     p = cfg.pretrain
     model = policy.model.to(p.device)
@@ -476,25 +476,26 @@ def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, fold
         lr=p.lr, betas=(0.9, 0.95),
     )
     start, losses = load_checkpoint(folder, model, optimizer, stamp)
-    pad_id = policy.tokenizer.pad_token_id
-    image_token_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    encoder = ChatEncoder(policy.processor)
     total = len(batches)
     model.train()
     started, tokens = time.perf_counter(), 0
-    for step in _progress(range(start, total), progress, f"pretrain (from step {start})" if start else "pretrain", total - start):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total, p.lr, p.warmup_steps, p.min_lr_ratio)
-        batch = collate(batches[step], pad_id, image_token_id, device=p.device)
-        logits = model(**batch["inputs"]).logits
-        loss = masked_lm_loss(logits, batch["inputs"]["input_ids"], batch["loss_mask"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-        optimizer.step()
-        losses.append(round(float(loss.detach()), 5))
-        tokens += int(batch["inputs"]["attention_mask"].sum())
-        if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
-            save_checkpoint(folder, step + 1, model, optimizer, stamp, losses)
+    with progress_bar("pretrain", total, enabled=progress, completed=start, transient=True) as advance:
+        for step in range(start, total):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, p.lr, p.warmup_steps, p.min_lr_ratio)
+            batch = collate(batches[step], encoder.pad_id, encoder.image_token_id, device=p.device)
+            logits = model(**batch["inputs"]).logits
+            loss = masked_lm_loss(logits, batch["inputs"]["input_ids"], batch["loss_mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+            optimizer.step()
+            losses.append(round(float(loss.detach()), 5))
+            tokens += int(batch["inputs"]["attention_mask"].sum())
+            if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
+                save_checkpoint(folder, step + 1, model, optimizer, stamp, losses)
+            advance()
     model.eval()
     seconds = time.perf_counter() - started
     save_checkpoint(folder, total, model, optimizer, stamp, losses)
@@ -528,6 +529,7 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     samples = read_split(world_dir, "train")
     folder = out / CHECKPOINT
     stamp = fingerprint(cfg, world_dir)
+    checkpoint_state(folder, stamp)  # a checkpoint of another run is refused before its folder is written to
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     if (folder / "tokenizer.json").is_file():  # resuming: the very tokenizer the checkpoint was trained with

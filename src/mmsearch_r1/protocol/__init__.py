@@ -17,7 +17,9 @@ from mmsearch_r1.protocol.actions import (
     turn_shape,
 )
 from mmsearch_r1.protocol.feedback import (
+    WORKFLOWS,
     Templates,
+    Workflow,
     escape,
     first_turn,
     image_results_turn,
@@ -27,6 +29,6 @@ from mmsearch_r1.protocol.feedback import (
 
 __all__ = [
     "ALLOWED_SEQUENCES", "IMAGE_SEARCH_CALL", "REFUSAL", "Action", "Answer", "ImageSearchCall", "Invalid", "SearchBudget",
-    "TextSearchCall", "Templates", "decide", "escape", "first_turn", "holds_search", "image_results_turn",
+    "TextSearchCall", "Templates", "WORKFLOWS", "Workflow", "decide", "escape", "first_turn", "holds_search", "image_results_turn",
     "last_answer", "parse_turn", "text_results_turn", "tool_error_turn", "turn_shape",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from mmsearch_r1.protocol.actions import REFUSAL
 from mmsearch_r1.trajectory import ImageRef, Message
@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from mmsearch_r1.tools.base import ImageHit, TextHit
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
-TEMPLATE_NAMES = ("system", "user_prompt", "image_results", "text_results", "tool_error", "direct_prompt", "rag_query")
+TEMPLATE_NAMES = ("system", "user_prompt", "image_results", "text_results", "tool_error", "direct_prompt", "rag_query", "rag_error")
+
+Workflow = Literal["direct", "rag", "on_demand"]
+WORKFLOWS: tuple[str, ...] = ("direct", "rag", "on_demand")  # no tools; a fixed image search then text search; the model decides
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Templates:
     tool_error: str
     direct_prompt: str = ""  # the first user turn of the direct workflow (no tools offered)
     rag_query: str = ""  # after the image results of the rag workflow: asks for a text-search query
+    rag_error: str = ""  # instead of the rag workflow's image results when that search failed (fields: tool, error, question)
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> "Templates":
