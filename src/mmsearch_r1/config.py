@@ -15,6 +15,7 @@ mmsearch_r1.errors.ConfigError: unknown config key `reward.serch_penalty`; known
 from __future__ import annotations
 
 import functools
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -168,9 +169,9 @@ def _explain(error: ValidationError, model: type[BaseModel]) -> str:
         for part in loc[:-1]:
             section = section.model_fields[part].annotation
         known = ", ".join(section.model_fields)
-        where = ".".join(loc[:-1]) or "the top level"
-        return f"unknown config key `{key}`; known keys in `{where}`: {known}."
-    message = first["msg"].replace("Input should be", "must be").replace("Value error, ", "")
+        where = f"known keys in `{'.'.join(loc[:-1])}`" if len(loc) > 1 else "known top-level keys"
+        return f"unknown config key `{key}`; {where}: {known}."
+    message = first["msg"].replace("Input should be", "must be").replace("String should match pattern", "must match the pattern").replace("Value error, ", "")
     return f"config key `{key}` {message} (got {first.get('input')!r})."
 
 
@@ -187,11 +188,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a TOML config file (or the defaults when ``path`` is None) and apply dotted overrides."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file or leave --config out.")
+        from mmsearch_r1.files import existing_file, read_text
+
+        fix = "pass a TOML file, or leave --config out."
+        path = existing_file(path, "config file", fix, ConfigError)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(read_text(path, "config file", fix, ConfigError))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML ({error}); fix the file.") from None
     return validate_config(apply_overrides(data, overrides or []))
@@ -224,7 +226,18 @@ def describe(model: type[BaseModel] | None = None, prefix: str = "") -> list[tup
             rows.extend(describe(annotation, key + "."))
             continue
         bounds = [f"{m.__class__.__name__.lower()} {getattr(m, m.__class__.__name__.lower(), '')}" for m in field.metadata]
-        type_name = getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+        type_name = getattr(annotation, "__name__", str(annotation)).replace("typing.", "").replace("pathlib.", "")
         default = field.get_default(call_default_factory=True)
-        rows.append((key, type_name + (f" ({', '.join(bounds)})" if bounds else ""), repr(default), field.description or ""))
+        rows.append((key, type_name + (f" ({', '.join(bounds)})" if bounds else ""), _as_toml(default), field.description or ""))
     return rows
+
+
+def _as_toml(value: Any) -> str:
+    """A default as it would be written in a config file ("unset" for None).
+
+    >>> _as_toml(Path("runs")), _as_toml(True), _as_toml(None), _as_toml(["a"])
+    ('"runs"', 'true', 'unset', '["a"]')
+    """
+    if value is None:
+        return "unset"
+    return json.dumps(value, default=str)

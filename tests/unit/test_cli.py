@@ -106,3 +106,29 @@ def test_ask_and_eval_refuse_an_engine_they_cannot_build_before_any_tool(tmp_pat
         result = run(*args)  # a model folder that holds no checkpoint, refused before the tools too
         assert result.returncode == 2 and f"error: policy folder {tmp_path / 'model'} has no config.json" in result.stderr, result.stderr
         assert not (tmp_path / "eval").exists()
+
+
+def test_a_path_that_is_not_the_file_asked_for_is_one_clear_error(tmp_path):
+    """A binary file where text is read, a folder where a file is read, a file where an output folder goes."""
+    from PIL import Image
+
+    png = tmp_path / "q.png"
+    Image.new("RGB", (8, 8)).save(png)
+    cases = [
+        (("config", "show", "--config", png), f"error: config file {png} is not a UTF-8 text file; pass a TOML file, or leave --config out."),
+        (("index", "text", "--corpus", png, "--out", tmp_path / "idx"), f"error: corpus file {png} is not a UTF-8 text file"),
+        (("config", "show", "--config", tmp_path), f"error: config file {tmp_path} is a folder, not a file"),
+        (("data", "inspect", tmp_path), f"error: data file {tmp_path} is a folder, not a file"),
+        (("world", "build", "--out", png, "--size", "small"), f"error: {png} is a file, and a folder is needed there"),
+    ]
+    for args, message in cases:
+        result = run(*map(str, args))
+        assert result.returncode == 2 and result.stderr.startswith(message) and "Traceback" not in result.stderr, result.stderr
+
+
+def test_config_docs_piped_is_one_whole_line_a_key():
+    lines = run("config", "docs").stdout.splitlines()
+    rows = {line.split("\t")[0]: line.split("\t") for line in lines}
+    assert all(len(row) == 4 for row in rows.values()) and len(rows) == len(lines) > 100
+    assert rows["train.lr_warmup_steps"][2].isdigit() and rows["model.path"][1] == "Path | None"
+    assert rows["out_dir"][2] == '"runs/default"' and rows["model.path"][2] == "unset"  # as a config file writes them

@@ -39,7 +39,7 @@ def test_unknown_key_names_the_key_and_the_known_ones():
 
 
 def test_unknown_top_level_section():
-    with pytest.raises(ConfigError, match="unknown config key `rewards`; known keys in `the top level`"):
+    with pytest.raises(ConfigError, match="unknown config key `rewards`; known top-level keys: seed"):
         load_config(None, ["rewards.x=1"])
 
 

@@ -41,6 +41,9 @@ def main() -> None:
     except MMSearchError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         sys.exit(2)
+    except (FileExistsError, NotADirectoryError) as error:  # an output folder asked for where a file is
+        typer.secho(f"error: {error.filename} is a file, and a folder is needed there; pass a folder path (new or existing).", fg="red", err=True)
+        sys.exit(2)
     except (typer.Exit, SystemExit) as done:
         sys.exit(getattr(done, "exit_code", getattr(done, "code", 0)))
     except typer.Abort:

@@ -31,11 +31,21 @@ def show(config: Optional[Path] = ConfigOption, set_: Optional[list[str]] = SetO
 
 @config_app.command("docs")
 def docs() -> None:
-    """Print every config key with its type, bounds, default and meaning."""
-    from rich.console import Console
-    from rich.table import Table
+    """Print every config key with its type, bounds, default and meaning.
+
+    In a terminal: a table. Piped (`mmsearch-r1 config docs | grep train.`): one tab-separated line a key,
+    nothing cut.
+    """
+    import sys
 
     from mmsearch_r1.config import describe
+
+    if not sys.stdout.isatty():
+        for row in describe():
+            typer.echo("\t".join(row))
+        return
+    from rich.console import Console
+    from rich.table import Table
 
     table = Table("key", "type", "default", "meaning")
     for row in describe():

@@ -20,10 +20,11 @@ def _config(config: Optional[Path], tools: Optional[Path], overrides: list[str])
     from mmsearch_r1.errors import ConfigError
 
     def read(path: Path, what: str) -> dict:
-        if not path.is_file():
-            raise ConfigError(f"{what} file {path} does not exist; pass an existing TOML file.")
+        from mmsearch_r1.files import existing_file, read_text
+
+        path = existing_file(path, f"{what} file", "pass a TOML file.", ConfigError)
         try:
-            return tomllib.loads(path.read_text())
+            return tomllib.loads(read_text(path, f"{what} file", "pass a TOML file.", ConfigError))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{what} file {path} is not valid TOML ({error}); fix the file.") from None
 
@@ -68,7 +69,7 @@ def evaluate(
 
     Examples:
 
-      mmsearch-r1 eval --model runs/demo/policy --data worlds/demo/test.parquet worlds/demo/heldout.parquet --out runs/demo/eval
+      mmsearch-r1 eval --model runs/demo/grpo/policy --data runs/demo/world/test.parquet runs/demo/world/heldout.parquet --out runs/demo/eval
 
       mmsearch-r1 eval --engine openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct --data infoseek_val.jsonl --image-root oven_images --tools web.toml --match judge --judge-url https://api.openai.com/v1 --out runs/infoseek
     """
@@ -126,6 +127,9 @@ def evaluate(
             console.print(f"every sample is already evaluated in {out}: scoring and reporting only")
         elif not report_only:
             console.print(f"{todo} of {total} episodes to run ({total - todo} already in {out})")
+        if report_only and todo:
+            console.print(f"[yellow]note: {todo} of {total} episodes have no trajectory in {out} (a --limit or an interrupted run); "
+                          "the tables count only the episodes there. Run without --report-only to fill them in.[/yellow]")
         if report_only or todo == 0:
             result = report(datasets, workflows, out, cfg.eval, reward_cfg=cfg.reward, judge=judge, seed=cfg.seed, progress=True)
         else:

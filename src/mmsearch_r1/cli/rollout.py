@@ -33,7 +33,7 @@ def ask(
 
     Examples:
 
-      mmsearch-r1 ask --model runs/tiny/policy --world worlds/demo --image q.png --question "Which city is this guild from?"
+      mmsearch-r1 ask --model runs/demo/grpo/policy --world runs/demo/world --image q.png --question "Which city is this guild from?"
 
       mmsearch-r1 ask --engine openai --base-url http://127.0.0.1:8000/v1 --model-name Qwen2.5-VL-7B-Instruct --world worlds/demo --image q.png --question "..." --json
     """
@@ -78,12 +78,15 @@ def _question_sample(image: Path, question: str):
     from mmsearch_r1.data import VQASample
     from mmsearch_r1.errors import DataError
 
-    if not image.is_file():
-        raise DataError(f"image file {image} does not exist; pass an existing PNG or JPEG with --image.")
+    from mmsearch_r1.files import existing_file
+
+    existing_file(image, "image file", "pass a PNG or JPEG with --image.")
     try:
         Image.open(image).convert("RGB")
     except (UnidentifiedImageError, OSError):
         raise DataError(f"{image} is not an image file Pillow can read; pass a PNG or JPEG with --image.") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{image} has more pixels than Pillow reads safely ({2 * Image.MAX_IMAGE_PIXELS:,} at most); pass a smaller image with --image.") from None
     return VQASample(id=image.stem, question=question, image_bytes=image.read_bytes(), answers=[], data_source="ask")
 
 

@@ -102,8 +102,9 @@ def search_image(
     from mmsearch_r1.errors import DataError
     from mmsearch_r1.tools.local_image import LocalImageSearch, decode_image
 
-    if not image.is_file():
-        raise DataError(f"image file {image} does not exist; pass a PNG or JPEG file.")
+    from mmsearch_r1.files import existing_file
+
+    existing_file(image, "image file", "pass a PNG or JPEG file.")
     hits = LocalImageSearch(index).search(decode_image(image.read_bytes(), str(image)), k)
     rows = [{"title": h.title, "url": h.url, "score": h.score} for h in hits]
     _print_hits(rows, as_json, ("title", "url", "score"))

@@ -36,7 +36,7 @@ def build(
 @world_app.command("check")
 def check(
     world_dir: Path = typer.Argument(..., help="A world folder made by `mmsearch-r1 world build`."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N questions of each test split for image search."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N questions of each test split for image search."),
 ) -> None:
     """Measure the world's search: image recall@1/@5 on test and held-out images, and text-search fact-first rate."""
     from mmsearch_r1.world.checks import image_recall, text_fact_rate

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from mmsearch_r1.data.schema import CATEGORIES, SEARCH_NEEDS, VQASample
 from mmsearch_r1.errors import DataError
+from mmsearch_r1.files import existing_file
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,7 @@ def scan_parquet(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> P
     """Read every row, keeping good samples and recording each bad row with its reason."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; pass the path of a veRL/FVQA Parquet file.")
+    path = existing_file(path, "data file", "pass the path of a veRL/FVQA Parquet file (a world's train.parquet, for instance).")
     try:
         table = pq.read_table(path)
     except Exception as error:

@@ -31,6 +31,9 @@ from typing import Any, Callable, Iterable
 
 from mmsearch_r1.data.schema import VQASample
 from mmsearch_r1.errors import DataError
+from mmsearch_r1.files import existing_file, read_text
+
+BENCHMARK_FIX = "pass a benchmark file (JSONL, JSON or Parquet; a world's test.parquet, for instance)."
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,7 @@ REQUIRED = {
 
 def read_records(path: Path) -> list[dict]:
     """The records of a JSONL, JSON (a list, or an object holding one list) or Parquet file."""
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; pass the path of a benchmark file.")
+    existing_file(path, "data file", BENCHMARK_FIX)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -60,7 +62,7 @@ def read_records(path: Path) -> list[dict]:
             return pq.read_table(path).to_pylist()
         except Exception as error:
             raise DataError(f"{path} is not a readable Parquet file ({type(error).__name__}); check the file.") from None
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "data file", "pass a JSONL, JSON or Parquet benchmark file.")
     if suffix == ".jsonl":
         return [_json_line(line, path, i) for i, line in enumerate(text.splitlines()) if line.strip()]
     try:
@@ -328,9 +330,7 @@ def _image_roots(path: Path, image_root: Path | None) -> list[Path]:
 
 def load_benchmark(path: str | Path, fmt: str = "auto", *, image_root: str | Path | None = None, limit: int | None = None) -> list[VQASample]:
     """Read a benchmark file into samples; ``fmt`` is one of ``BENCHMARKS`` or ``auto`` (detected from the fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; pass the path of a benchmark file.")
+    path = existing_file(path, "data file", BENCHMARK_FIX)
     if image_root is not None and not Path(image_root).is_dir():
         raise DataError(f"image folder {image_root} does not exist; pass the folder holding the benchmark's images.")
     fmt = detect_format(path) if fmt == "auto" else fmt

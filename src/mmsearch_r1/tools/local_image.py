@@ -61,6 +61,8 @@ def decode_image(data: bytes, where: str = "image bytes") -> "Image.Image":
         image.load()
     except (UnidentifiedImageError, OSError, ValueError):
         raise DataError(f"{where} is not a readable image; give PNG or JPEG bytes.") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{where} has more pixels than Pillow reads safely ({2 * Image.MAX_IMAGE_PIXELS:,} at most); give a smaller image.") from None
     return image.convert("RGB")
 
 

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator, Literal
 import numpy as np
 
 from mmsearch_r1.errors import DataError
+from mmsearch_r1.files import existing_file, read_text
 from mmsearch_r1.tools.base import TextHit, TextSearch
 from mmsearch_r1.tools.summary import extractive_summary
 
@@ -61,15 +62,15 @@ def _page_from(row: Any, where: str) -> Page:
 
 
 def _read_jsonl(path: Path) -> Iterator[Page]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"line {number} of {path} is not valid JSON; write one page object per line.") from None
-            yield _page_from(row, f"line {number} of {path}")
+    lines = read_text(path, "corpus file", "pass a JSONL or Parquet file of pages.").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"line {number} of {path} is not valid JSON; write one page object per line.") from None
+        yield _page_from(row, f"line {number} of {path}")
 
 
 def _read_parquet(path: Path) -> Iterator[Page]:
@@ -90,8 +91,7 @@ def read_pages(source: str | Path | Iterable[Any]) -> Iterator[Page]:
     """Pages from a JSONL file, a Parquet file, or an iterable of ``Page`` / dicts with url, title, text."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise DataError(f"corpus file {path} does not exist; pass a JSONL or Parquet file of pages.")
+        existing_file(path, "corpus file", "pass a JSONL or Parquet file of pages.")
         if path.suffix == ".parquet":
             return _read_parquet(path)
         return _read_jsonl(path)
@@ -218,7 +218,8 @@ def read_index_meta(index_dir: str | Path, kind: str) -> dict:
         raise DataError(f"{index_dir} is not {article} {kind} index (no index.json); build one with `mmsearch-r1 index {kind}`.")
     meta = json.loads(path.read_text())
     if meta.get("kind") != kind:
-        raise DataError(f"{index_dir} holds a {meta.get('kind')} index, not {article} {kind} index; point to the {kind} index folder.")
+        other = str(meta.get("kind"))
+        raise DataError(f"{index_dir} holds {'an' if other[0] in 'aeiou' else 'a'} {other} index, not {article} {kind} index; point to the {kind} index folder.")
     return meta
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from mmsearch_r1.config import config_to_toml, save_config
 from mmsearch_r1.errors import ConfigError
+from mmsearch_r1.files import existing_file
 from mmsearch_r1.progress import progress_bar
 from mmsearch_r1.train.metrics import MetricsLog, StepMetrics, UpdateStats, episode_stats, truncate_metrics
 from mmsearch_r1.train.state import (
@@ -161,8 +162,7 @@ def _training_samples(cfg) -> list["VQASample"]:
     path = cfg.train.data
     if path is None:
         raise ConfigError("train.data is not set; point it at a training Parquet file, e.g. --set train.data=worlds/demo/train.parquet.")
-    if not Path(path).is_file():
-        raise ConfigError(f"training data {path} does not exist; build the world first (`mmsearch-r1 world build`) or fix train.data.")
+    existing_file(path, "training data", "build the world first (`mmsearch-r1 world build`) or fix train.data.", ConfigError)
     samples = read_parquet(path)
     if not samples:
         raise ConfigError(f"training data {path} holds no samples; point train.data at a non-empty Parquet file.")
