@@ -5,7 +5,8 @@ Each turn, every live episode is sampled in one engine call; the turn's actions 
 run concurrently (``ImageSearch.asearch`` / ``TextSearch.asearch``); their results, or one sentence per
 failed call, come back as the next user turn; finished episodes drop out. With a token-level engine
 (Hugging Face, vLLM) each episode keeps its token ledger span by span: ``token_ids``, ``loss_mask`` (1 on
-sampled tokens, each turn's end-of-turn token included) and behaviour ``logprobs``.
+sampled tokens, each turn's sampled end-of-turn token included; 0 on one added after a turn cut at
+``max_new_tokens``) and behaviour ``logprobs``.
 
 Workflows (the paper's three):
 

@@ -89,3 +89,14 @@ def test_custom_prompt_file_must_hold_the_fields(tmp_path):
     bad.write_text("Grade {prediction} please")
     with pytest.raises(JudgeError, match=r"lacks the field \{question\}"):
         LLMJudge(_cfg("http://127.0.0.1:9/v1", prompt_file=bad), tmp_path / "e")
+
+
+def test_check_fails_fast_on_an_unreachable_judge_and_costs_one_call_on_a_good_one(tmp_path):
+    with FakeJudgeServer() as server:
+        judge = LLMJudge(_cfg(server.url), tmp_path / "cache")
+        judge.check()
+        judge.check()
+        assert len(server.requests) == 1  # the probe's verdict is cached
+    with FakeJudgeServer(status=401) as server:
+        with pytest.raises(JudgeError, match="HTTP 401"):
+            LLMJudge(_cfg(server.url), tmp_path / "other").check()

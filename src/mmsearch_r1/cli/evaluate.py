@@ -127,6 +127,8 @@ def evaluate(
             console.print(f"every sample is already evaluated in {out}: scoring and reporting only")
         elif not report_only:
             console.print(f"{todo} of {total} episodes to run ({total - todo} already in {out})")
+        if judge is not None and not report_only and todo:
+            judge.check()  # before the generation, which may take hours
         if report_only and todo:
             console.print(f"[yellow]note: {todo} of {total} episodes have no trajectory in {out} (a --limit or an interrupted run); "
                           "the tables count only the episodes there. Run without --report-only to fill them in.[/yellow]")

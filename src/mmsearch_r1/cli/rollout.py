@@ -155,6 +155,14 @@ def _print_episode(trajectory) -> None:
         Text.assemble(("answer: ", "bold"), answer, f"   [end: {trajectory.end_reason}; image searches {trajectory.image_searches}, "
                       f"text searches {trajectory.text_searches}, tool failures {trajectory.tool_failures}]")
     )
+    if trajectory.end_reason in WHY_ENDED:
+        console.print(f"({WHY_ENDED[trajectory.end_reason]})")
+
+
+WHY_ENDED = {
+    "invalid": "ended as invalid: the last turn is not an action this workflow allows there (rag's first turn must be a text search)",
+    "limit": "ended at a limit: the last turn asks for a search beyond the protocol's limits, or in the last allowed turn",
+}
 
 
 def register(app: typer.Typer) -> None:

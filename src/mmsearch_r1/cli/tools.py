@@ -65,6 +65,9 @@ def _print_hits(rows: list[dict], as_json: bool, columns: tuple[str, ...]) -> No
     from rich.console import Console
     from rich.table import Table
 
+    if not rows:
+        typer.echo("no results")
+        return
     table = Table("#", *columns)
     for i, row in enumerate(rows, 1):
         table.add_row(str(i), *(f"{row[c]:.3f}" if c == "score" else str(row[c]) for c in columns))

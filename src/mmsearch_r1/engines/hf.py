@@ -216,7 +216,8 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     Returns one ``[len(seq)]`` tensor per sequence: entry t is ``log p(seq[t] | seq[:t])``, entry 0 is 0.
     ``pixel_values[i]``/``grids[i]`` are sequence i's images in order. With ``tail`` only the last ``tail``
     tokens of each sequence are scored (a left-padded batch whose output head runs on those positions
-    only) and each tensor has ``min(tail, len(seq))`` entries. With ``masks`` (0/1 per token, like a loss
+    only) and each tensor has ``min(tail, len(seq))`` entries; give sequences longer than ``tail`` (one of
+    ``tail`` tokens or fewer has its first token scored after padding). With ``masks`` (0/1 per token, like a loss
     mask) only the tokens marked 1 are scored and the other entries are 0; the output head runs on those
     positions only where ``model`` is one whose forward is its body, then its head (``_body_and_head``).
     """

@@ -91,6 +91,11 @@ class LLMJudge:
         self.cache = diskcache.Cache(str(cache_dir or cfg.cache_dir or Path("judge_cache")))
         self.calls = 0
 
+    def check(self) -> None:
+        """Judge one fixed probe, so that a wrong URL, model or key stops a run before its generation, not
+        after it (cached like any verdict: one call the first time only)."""
+        self.judge(JudgeItem("What is two plus two?", ["4"], "4"))
+
     # --- one verdict -----------------------------------------------------------------------------
 
     def judge(self, item: JudgeItem) -> bool:

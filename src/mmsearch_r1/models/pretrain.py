@@ -15,8 +15,8 @@ Choices worth knowing:
 
 - Loss only on assistant tokens, and only on the pieces the model can know at that point (``demos.py``).
 - Knowledge is mostly taught by *drills*: short questions answered directly, one to a chat, where only the
-  knowledge counts in the loss (the name or ``unknown``, ``and`` / ``but``, the fact), never the choice to
-  answer. Each epoch draws fresh renderings of every entity (``sight_drills`` of a sight-group entity,
+  knowledge counts in the loss (the name or ``unknown``, ``and`` / ``but``, the fact), not the choice to
+  answer (except in the ``direct_drill_share`` of them asked in the direct workflow's prompt). Each epoch draws fresh renderings of every entity (``sight_drills`` of a sight-group entity,
   ``unrecognised_drills`` of any other) and asks each fact-group fact by name
   (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
   turn, so that recognition carries over to the far longer first turn of an episode.

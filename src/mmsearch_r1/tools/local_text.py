@@ -256,7 +256,7 @@ class LocalTextSearch(TextSearch):
 
         path = self.index_dir / "dense.faiss"
         if not path.is_file() or not meta.get("dense_encoder"):
-            raise DataError(f"{self.index_dir} has no dense index; rebuild it with a dense model or use retrieval=bm25.")
+            raise DataError(f"{self.index_dir} has no dense index; rebuild it with a dense model (`mmsearch-r1 index text --dense-model DIR`) or search with BM25 (`--retrieval bm25`, tools.text.retrieval=bm25).")
         if self._encoder is None:
             self._encoder = SentenceTransformerEncoder(meta["dense_encoder"])
         self._dense = faiss.read_index(str(path))
