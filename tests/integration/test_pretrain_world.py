@@ -137,3 +137,13 @@ def test_pretraining_refuses_a_device_torch_cannot_use(world_dir, tmp_path):
     with pytest.raises(ConfigError, match="^pretrain.device is `cuda:0`, but torch"):
         pretrain(load_config(None, TINY + ["pretrain.device=cuda:0"]), world_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_with_the_report_off_prints_no_report(world_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmsearch_r1.cli import app
+
+    sets = [arg for key in TINY + ["pretrain.epochs=0.2", "pretrain.report_samples=0"] for arg in ("--set", key)]
+    result = CliRunner().invoke(app, ["pretrain", "--world", str(world_dir), "--out", str(tmp_path / "run"), *sets], catch_exceptions=False)
+    assert result.exit_code == 0 and "pretrained policy in" in result.output and "| sight_facts |" not in result.output

@@ -96,7 +96,7 @@ def pretrain(
     started = time.perf_counter()
     folder = run_pretrain(cfg, world, out, progress=True, report=report)
     typer.echo(f"pretrained policy in {folder} ({time.perf_counter() - started:.1f} s)")
-    if report:
+    if report and cfg.pretrain.report_samples:  # report_samples=0 skips the report, as --no-report does
         typer.echo((folder / "pretrain_report.md").read_text())
 
 
