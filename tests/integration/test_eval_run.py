@@ -129,7 +129,7 @@ def test_interrupted_run_resumes_without_redoing_finished_samples(tmp_path):
 
 def test_parse_workflows_rejects_unknown_names():
     assert parse_workflows("on-demand,direct") == ["on_demand", "direct"]
-    with pytest.raises(Exception, match="workflow `search_always` is unknown"):
+    with pytest.raises(Exception, match="workflow `search-always` is unknown; use direct, rag or on-demand"):
         parse_workflows("search-always")
 
 

@@ -100,7 +100,7 @@ def test_user_errors_are_one_line_without_traceback(world, tmp_path):
 def test_bad_options_name_the_option_and_the_fix(world, model_dir, tmp_path):
     asked = ["--model", model_dir, "--image", world / "question.png", "--question", "Where?"]
     cases = [
-        (["--world", world, "--workflow", "agentic"], "--workflow `agentic` is unknown; use one of on-demand, direct, rag"),
+        (["--world", world, "--workflow", "agentic"], "workflow `agentic` is unknown; use direct, rag or on-demand"),
         (["--world", world, "--temperature", -1], "--temperature -1.0 is not allowed: input should be greater than or equal to 0"),
         (["--world", world, "--save-images", tmp_path / "images"], "add --json"),
         ([], "pass --world DIR"),

@@ -40,7 +40,7 @@ def ask(
     _ask(image, question, model, world, engine, base_url, model_name, workflow, temperature, seed, as_json, save_images, config, set_)
 
 
-def _configure(config, set_, engine, model, world, base_url, model_name, temperature, workflow):
+def _configure(config, set_, engine, model, world, base_url, model_name, temperature):
     """The run's config with the command-line options applied on top of the file and --set overrides."""
     from mmsearch_r1.cli.common import load
     from mmsearch_r1.errors import ConfigError
@@ -59,17 +59,6 @@ def _configure(config, set_, engine, model, world, base_url, model_name, tempera
     if world is not None:
         cfg.tools = cfg.tools.with_local_indexes(world)
     return cfg
-
-
-def _workflow(name: str) -> str:
-    """The workflow's name, dashes or underscores (``on-demand`` or ``on_demand``)."""
-    from mmsearch_r1.errors import ConfigError
-    from mmsearch_r1.protocol import WORKFLOWS
-
-    workflow = name.strip().replace("-", "_")
-    if workflow not in WORKFLOWS:
-        raise ConfigError(f"--workflow `{name}` is unknown; use one of on-demand, direct, rag.")
-    return workflow
 
 
 def _question_sample(image: Path, question: str):
@@ -93,15 +82,16 @@ def _question_sample(image: Path, question: str):
 def _ask(image, question, model, world, engine, base_url, model_name, workflow, temperature, seed, as_json, save_images, config, set_) -> None:
     from mmsearch_r1.engines import build_engine, check_engine
     from mmsearch_r1.errors import ConfigError
+    from mmsearch_r1.protocol import workflow_name
     from mmsearch_r1.rollout import rollout
     from mmsearch_r1.tools import build_toolbox
 
-    workflow = _workflow(workflow)
+    workflow = workflow_name(workflow)
     if not question.strip():
         raise ConfigError("--question is empty; pass the question to ask about the image.")
     if save_images is not None and not as_json:
         raise ConfigError("--save-images writes the images the JSON record names; add --json, or leave --save-images out.")
-    cfg = _configure(config, set_, engine, model, world, base_url, model_name, temperature, workflow)
+    cfg = _configure(config, set_, engine, model, world, base_url, model_name, temperature)
     sample = _question_sample(image, question)
     check_engine(cfg.engine, cfg.model)
     needs_tools = workflow != "direct"

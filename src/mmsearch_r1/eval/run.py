@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from mmsearch_r1.errors import ConfigError, DataError
-from mmsearch_r1.eval.config import WORKFLOWS
+from mmsearch_r1.protocol import workflow_name
 from mmsearch_r1.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -79,10 +79,7 @@ def parse_workflows(text: str | Sequence[str]) -> list[str]:
     ['direct', 'rag', 'on_demand']
     """
     items = text.split(",") if isinstance(text, str) else list(text)
-    names = [item.strip().replace("-", "_") for item in items if item.strip()]
-    for name in names:
-        if name not in WORKFLOWS:
-            raise ConfigError(f"workflow `{name}` is unknown; use a comma-separated list of direct, rag, on-demand.")
+    names = [workflow_name(item) for item in items if item.strip()]
     if not names:
         raise ConfigError("no workflow given; pass --workflow direct,rag,on-demand (or a part of it).")
     return list(dict.fromkeys(names))

@@ -25,10 +25,11 @@ from mmsearch_r1.protocol.feedback import (
     image_results_turn,
     text_results_turn,
     tool_error_turn,
+    workflow_name,
 )
 
 __all__ = [
     "ALLOWED_SEQUENCES", "IMAGE_SEARCH_CALL", "REFUSAL", "Action", "Answer", "ImageSearchCall", "Invalid", "SearchBudget",
     "TextSearchCall", "Templates", "WORKFLOWS", "Workflow", "decide", "escape", "first_turn", "holds_search", "image_results_turn",
-    "last_answer", "parse_turn", "text_results_turn", "tool_error_turn", "turn_shape",
+    "last_answer", "parse_turn", "text_results_turn", "tool_error_turn", "turn_shape", "workflow_name",
 ]

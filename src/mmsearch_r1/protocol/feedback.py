@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
+from mmsearch_r1.errors import ConfigError
 from mmsearch_r1.protocol.actions import REFUSAL
 from mmsearch_r1.trajectory import ImageRef, Message
 
@@ -34,6 +35,18 @@ TEMPLATE_NAMES = ("system", "user_prompt", "image_results", "text_results", "too
 
 Workflow = Literal["direct", "rag", "on_demand"]
 WORKFLOWS: tuple[str, ...] = ("direct", "rag", "on_demand")  # no tools; a fixed image search then text search; the model decides
+
+
+def workflow_name(text: str) -> str:
+    """A workflow's name written with dashes or underscores.
+
+    >>> workflow_name(" on-demand")
+    'on_demand'
+    """
+    name = text.strip().replace("-", "_")
+    if name not in WORKFLOWS:
+        raise ConfigError(f"workflow `{text.strip()}` is unknown; use direct, rag or on-demand.")
+    return name
 
 
 @dataclass(frozen=True)
