@@ -28,4 +28,25 @@ def read_text(path: Path, what: str, fix: str, error: type[MMSearchError] = Data
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise error(f"{what} {path} is not a UTF-8 text file; {fix}") from None
+        raise not_text(path, what, fix, error) from None
+
+
+def not_text(path: Path, what: str, fix: str, error: type[MMSearchError] = DataError) -> MMSearchError:
+    """The error for a file read as UTF-8 text that is not."""
+    return error(f"{what} {path} is not a UTF-8 text file; {fix}")
+
+
+def file_in_the_way(path: str | Path | None) -> Path | None:
+    """The file standing where a folder on ``path`` was to be made: ``path`` or the nearest parent that exists.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     file_in_the_way(Path(f.name) / "sub" / "out") == Path(f.name)
+    True
+    """
+    if path is None:
+        return None
+    for candidate in (Path(path), *Path(path).parents):
+        if candidate.exists():
+            return candidate if candidate.is_file() else None
+    return None

@@ -91,12 +91,12 @@ def test_custom_prompt_file_must_hold_the_fields(tmp_path):
         LLMJudge(_cfg("http://127.0.0.1:9/v1", prompt_file=bad), tmp_path / "e")
 
 
-def test_check_fails_fast_on_an_unreachable_judge_and_costs_one_call_on_a_good_one(tmp_path):
+def test_check_asks_the_server_every_time_and_fails_fast_on_a_bad_one(tmp_path):
     with FakeJudgeServer() as server:
         judge = LLMJudge(_cfg(server.url), tmp_path / "cache")
         judge.check()
         judge.check()
-        assert len(server.requests) == 1  # the probe's verdict is cached
+        assert len(server.requests) == 2  # never from the cache: a key that expired since must still stop the run
     with FakeJudgeServer(status=401) as server:
         with pytest.raises(JudgeError, match="HTTP 401"):
             LLMJudge(_cfg(server.url), tmp_path / "other").check()

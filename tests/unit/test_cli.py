@@ -120,6 +120,7 @@ def test_a_path_that_is_not_the_file_asked_for_is_one_clear_error(tmp_path):
         (("config", "show", "--config", tmp_path), f"error: config file {tmp_path} is a folder, not a file"),
         (("data", "inspect", tmp_path), f"error: data file {tmp_path} is a folder, not a file"),
         (("world", "build", "--out", png, "--size", "small"), f"error: {png} is a file, and a folder is needed there"),
+        (("world", "build", "--out", png / "sub", "--size", "small"), f"error: {png} is a file, and a folder is needed there"),
     ]
     for args, message in cases:
         result = run(*map(str, args))

@@ -128,12 +128,34 @@ def test_swapped_names_go_only_to_image_searches_on_entities_the_model_cannot_re
     source = DemoSource.__new__(DemoSource)
     source.cfg, source.world = load_config(), world
     assert source.cfg.pretrain.naming_drills == 0 and source.naming(0) == []  # off by default: the demo's pretraining is unchanged
-    assert load_config(None, ["pretrain.reading_drills=0"]).pretrain.reading_drills == 0
-    source.cfg = load_config(None, ["pretrain.reading_drills=0"])
-    assert source.reading(0, None) == []  # allowed by the config, so no drills rather than a crash
+
+
+def test_no_reading_drills_is_allowed_and_naming_drills_need_unrecognisable_entities():
+    from types import SimpleNamespace as S
+
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.pretrain import DemoSource
+
+    source = DemoSource.__new__(DemoSource)
+    source.cfg, source.world = load_config(None, ["pretrain.reading_drills=0"]), S(entities=[])
+    assert source.reading(0, None) == []  # the config allows 0: no drills rather than a crash
     source.cfg, source.world = load_config(None, ["pretrain.naming_drills=4"]), S(entities=[S(known_by_sight=True)])
     with pytest.raises(ConfigError, match="naming_drills=0"):
         source.naming(0)
+
+
+def test_the_documented_configs_pin_the_thread_count_their_models_were_pretrained_with():
+    """Threads change the rounding, and the fingerprints leave them out (a run may move between machines), so
+    only this catches a demo config or the recipe losing its `threads = 1`: their documented models would change."""
+    from pathlib import Path
+
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.demo import demo_config_path
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "pretrain.toml"
+    for path in (demo_config_path("small"), demo_config_path("default"), recipe):
+        assert load_config(path).pretrain.threads == 1, path
+    assert load_config().pretrain.threads == 2
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

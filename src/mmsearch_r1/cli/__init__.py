@@ -42,7 +42,12 @@ def main() -> None:
         typer.secho(f"error: {error}", fg="red", err=True)
         sys.exit(2)
     except (FileExistsError, NotADirectoryError) as error:  # an output folder asked for where a file is
-        typer.secho(f"error: {error.filename} is a file, and a folder is needed there; pass a folder path (new or existing).", fg="red", err=True)
+        from mmsearch_r1.files import file_in_the_way
+
+        blocking = file_in_the_way(error.filename)
+        if blocking is None:
+            raise
+        typer.secho(f"error: {blocking} is a file, and a folder is needed there; pass a folder path (new or existing).", fg="red", err=True)
         sys.exit(2)
     except (typer.Exit, SystemExit) as done:
         sys.exit(getattr(done, "exit_code", getattr(done, "code", 0)))

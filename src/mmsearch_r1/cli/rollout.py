@@ -62,21 +62,13 @@ def _configure(config, set_, engine, model, world, base_url, model_name, tempera
 
 
 def _question_sample(image: Path, question: str):
-    from PIL import Image, UnidentifiedImageError
-
     from mmsearch_r1.data import VQASample
-    from mmsearch_r1.errors import DataError
-
     from mmsearch_r1.files import existing_file
+    from mmsearch_r1.tools.local_image import decode_image
 
-    existing_file(image, "image file", "pass a PNG or JPEG with --image.")
-    try:
-        Image.open(image).convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        raise DataError(f"{image} is not an image file Pillow can read; pass a PNG or JPEG with --image.") from None
-    except Image.DecompressionBombError:
-        raise DataError(f"{image} has more pixels than Pillow reads safely ({2 * Image.MAX_IMAGE_PIXELS:,} at most); pass a smaller image with --image.") from None
-    return VQASample(id=image.stem, question=question, image_bytes=image.read_bytes(), answers=[], data_source="ask")
+    data = existing_file(image, "image file", "pass a PNG or JPEG with --image.").read_bytes()
+    decode_image(data, f"--image {image}")  # one clear error for what Pillow cannot read
+    return VQASample(id=image.stem, question=question, image_bytes=data, answers=[], data_source="ask")
 
 
 def _ask(image, question, model, world, engine, base_url, model_name, workflow, temperature, seed, as_json, save_images, config, set_) -> None:
@@ -145,13 +137,15 @@ def _print_episode(trajectory) -> None:
         Text.assemble(("answer: ", "bold"), answer, f"   [end: {trajectory.end_reason}; image searches {trajectory.image_searches}, "
                       f"text searches {trajectory.text_searches}, tool failures {trajectory.tool_failures}]")
     )
-    if trajectory.end_reason in WHY_ENDED:
-        console.print(f"({WHY_ENDED[trajectory.end_reason]})")
+    why = WHY_ENDED.get((trajectory.meta.get("workflow"), trajectory.end_reason)) or WHY_ENDED.get((None, trajectory.end_reason))
+    if why:
+        console.print(f"({why})")
 
 
-WHY_ENDED = {
-    "invalid": "ended as invalid: the last turn is not an action this workflow allows there (rag's first turn must be a text search)",
-    "limit": "ended at a limit: the last turn asks for a search beyond the protocol's limits, or in the last allowed turn",
+WHY_ENDED = {  # (workflow or None for any, end reason): what ended the episode
+    ("rag", "invalid"): "ended as invalid: the rag workflow's first turn must write a text-search query",
+    (None, "invalid"): "ended as invalid: the last turn is neither a valid search nor an answer",
+    (None, "limit"): "ended at a limit: the last turn asks for a search beyond the protocol's limits, or in the last allowed turn",
 }
 
 

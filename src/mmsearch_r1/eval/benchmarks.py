@@ -62,7 +62,7 @@ def read_records(path: Path) -> list[dict]:
             return pq.read_table(path).to_pylist()
         except Exception as error:
             raise DataError(f"{path} is not a readable Parquet file ({type(error).__name__}); check the file.") from None
-    text = read_text(path, "data file", "pass a JSONL, JSON or Parquet benchmark file.")
+    text = read_text(path, "data file", BENCHMARK_FIX)
     if suffix == ".jsonl":
         return [_json_line(line, path, i) for i, line in enumerate(text.splitlines()) if line.strip()]
     try:

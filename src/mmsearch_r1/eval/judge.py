@@ -92,9 +92,9 @@ class LLMJudge:
         self.calls = 0
 
     def check(self) -> None:
-        """Judge one fixed probe, so that a wrong URL, model or key stops a run before its generation, not
-        after it (cached like any verdict: one call the first time only)."""
-        self.judge(JudgeItem("What is two plus two?", ["4"], "4"))
+        """Ask the judge about one fixed probe, uncached, so that a wrong URL, model or key stops a run before
+        its generation and not after it."""
+        self._ask(render_prompt(self.template, JudgeItem("What is two plus two?", ["4"], "4")))
 
     # --- one verdict -----------------------------------------------------------------------------
 

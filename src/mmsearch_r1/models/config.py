@@ -77,5 +77,5 @@ class PretrainConfig(Section):
     checkpoint_every: int = Field(200, ge=1, le=1_000_000, description="Optimizer steps between resumable checkpoints.")
     report_samples: int = Field(64, ge=0, le=100_000, description="Questions per knowledge group for the report (0 skips it).")
     report_max_new_tokens: int = Field(48, ge=8, le=4096, description="Most tokens per turn when the report samples the model.")
-    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use: 2, both cores of a 2-core machine, train 1.5x faster than 1 on an idle one; use 1 when another job shares the cores (2 then ran 4x slower). Threads change the rounding, so the same seed gives another model.")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use (use 1 when another job shares a 2-core machine); threads change the rounding, and so the model (docs/model.md).")
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Where the model trains and the report samples it: cpu or cuda[:i].")

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator, Literal
 import numpy as np
 
 from mmsearch_r1.errors import DataError
-from mmsearch_r1.files import existing_file, read_text
+from mmsearch_r1.files import existing_file, not_text
 from mmsearch_r1.tools.base import TextHit, TextSearch
 from mmsearch_r1.tools.summary import extractive_summary
 
@@ -62,15 +62,18 @@ def _page_from(row: Any, where: str) -> Page:
 
 
 def _read_jsonl(path: Path) -> Iterator[Page]:
-    lines = read_text(path, "corpus file", "pass a JSONL or Parquet file of pages.").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    with path.open(encoding="utf-8") as lines:
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"line {number} of {path} is not valid JSON; write one page object per line.") from None
-        yield _page_from(row, f"line {number} of {path}")
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DataError(f"line {number} of {path} is not valid JSON; write one page object per line.") from None
+                yield _page_from(row, f"line {number} of {path}")
+        except UnicodeDecodeError:
+            raise not_text(path, "corpus file", "pass a JSONL or Parquet file of pages.") from None
 
 
 def _read_parquet(path: Path) -> Iterator[Page]:
