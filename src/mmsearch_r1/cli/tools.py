@@ -102,10 +102,8 @@ def search_image(
     as_json: bool = JsonOption,
 ) -> None:
     """Search a local image index with an image; each hit has a title, url and similarity score."""
-    from mmsearch_r1.errors import DataError
-    from mmsearch_r1.tools.local_image import LocalImageSearch, decode_image
-
     from mmsearch_r1.files import existing_file
+    from mmsearch_r1.tools.local_image import LocalImageSearch, decode_image
 
     existing_file(image, "image file", "pass a PNG or JPEG file.")
     hits = LocalImageSearch(index).search(decode_image(image.read_bytes(), str(image)), k)

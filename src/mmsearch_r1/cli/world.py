@@ -84,7 +84,7 @@ def pretrain(
 
     Model sizes come from the `model` config section and training from `pretrain` (see `mmsearch-r1 config docs`).
     Running it again with the same --out resumes from the last checkpoint. The result loads with `load_policy(OUT)`.
-    On the 96-entity world the defaults teach the tiny model little in 6 minutes; on the small world
+    On the 96-entity world the defaults teach the tiny model little in their 5 minutes; on the small world
     (`world build --size small`), the repository's recipe `--config configs/pretrain.toml` met the report's
     four checks on 3 of 5 seeds, in about 3.5 minutes on 2 CPU cores (docs/model.md).
     """

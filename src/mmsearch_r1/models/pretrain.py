@@ -16,9 +16,9 @@ Choices worth knowing:
 - Loss only on assistant tokens, and only on the pieces the model can know at that point (``demos.py``).
 - Knowledge is mostly taught by *drills*: short questions answered directly, one to a chat, where only the
   knowledge counts in the loss (the name or ``unknown``, ``and`` / ``but``, the fact), not the choice to
-  answer (except in the ``direct_drill_share`` of them asked in the direct workflow's prompt). Each epoch draws fresh renderings of every entity (``sight_drills`` of a sight-group entity,
-  ``unrecognised_drills`` of any other) and asks each fact-group fact by name
-  (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
+  answer (except in the ``direct_drill_share`` of them asked in the direct workflow's prompt). Each epoch
+  draws fresh renderings of every entity (``sight_drills`` of a sight-group entity, ``unrecognised_drills``
+  of any other) and asks each fact-group fact by name (``fact_drills``). A share of them (``drill_context_share``) is asked inside the protocol's real opening
   turn, so that recognition carries over to the far longer first turn of an episode.
 - *Reading drills* (``reading_drills`` per epoch) are the last step of an episode alone: text results, then
   the answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
@@ -448,11 +448,10 @@ def checkpoint_state(folder: Path, stamp: str) -> dict | None:
     return state
 
 
-def load_checkpoint(folder: Path, model, optimizer, stamp: str) -> tuple[int, list[float]]:
-    """Restore a checkpoint (returns the next step and the loss history); (0, []) when there is none."""
+def load_checkpoint(state: dict | None, model, optimizer) -> tuple[int, list[float]]:
+    """Restore a checkpoint's ``state`` (returns the next step and the loss history); (0, []) when there is none."""
     import torch
 
-    state = checkpoint_state(folder, stamp)
     if state is None:
         return 0, []
     model.load_state_dict(state["model"])
@@ -461,8 +460,9 @@ def load_checkpoint(folder: Path, model, optimizer, stamp: str) -> tuple[int, li
     return int(state["step"]), list(state["losses"])
 
 
-def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, folder: Path, stamp: str, progress: bool) -> dict:
-    """The optimizer loop with periodic checkpoints; resumes from ``folder`` when it holds one."""
+def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, folder: Path, stamp: str, progress: bool,
+                resume: dict | None = None) -> dict:
+    """The optimizer loop with periodic checkpoints into ``folder``; resumes from the checkpoint state ``resume``."""
     import torch
 
     from mmsearch_r1.engines.chat import ChatEncoder
@@ -475,7 +475,7 @@ def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, fold
         [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=p.lr, betas=(0.9, 0.95),
     )
-    start, losses = load_checkpoint(folder, model, optimizer, stamp)
+    start, losses = load_checkpoint(resume, model, optimizer)
     encoder = ChatEncoder(policy.processor)
     total = len(batches)
     model.train()
@@ -529,7 +529,7 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     samples = read_split(world_dir, "train")
     folder = out / CHECKPOINT
     stamp = fingerprint(cfg, world_dir)
-    checkpoint_state(folder, stamp)  # a checkpoint of another run is refused before its folder is written to
+    resume = checkpoint_state(folder, stamp)  # a checkpoint of another run is refused before its folder is written to
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     if (folder / "tokenizer.json").is_file():  # resuming: the very tokenizer the checkpoint was trained with
@@ -550,7 +550,7 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     # --- training
     clock = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    training = train_steps(policy, schedule.batches, cfg, folder, stamp, progress)
+    training = train_steps(policy, schedule.batches, cfg, folder, stamp, progress, resume)
     policy.save(out)
     timings["training"] = time.perf_counter() - clock
 
