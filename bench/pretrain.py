@@ -4,7 +4,9 @@
 
 Prints the seconds of each stage (world build, setup, demonstrations, training, report), the training
 tokens per second, and, side by side in the same run, the training speed of 20 steps with 1 and with 2
-threads. Budgets on 2 CPU cores: small world build + pretraining < 90 s; default pretraining < 6 min.
+threads, each with the output head on every position and on the loss positions only
+(``pretrain.head_on_loss_only``). Budgets on 2 CPU cores: small world build + pretraining < 90 s; default
+pretraining < 6 min.
 The machine's other load changes every figure; the script prints the load average it saw.
 """
 
@@ -15,32 +17,39 @@ import time
 from pathlib import Path
 
 
-def thread_speed(cfg, world_dir: Path, threads: int, steps: int = 20) -> float:
-    """Training tokens per second over ``steps`` batches of the first epoch with demonstrations, ``threads`` torch threads."""
+def training_speeds(cfg, world_dir: Path, steps: int = 20) -> dict[tuple[int, bool], float]:
+    """Training tokens per second over ``steps`` batches of the first epoch with demonstrations, for each
+    (torch threads, ``pretrain.head_on_loss_only``), timed one after another on the same batches."""
     import numpy as np
     import torch
 
     from mmsearch_r1.models.policy import build_tiny_policy
-    from mmsearch_r1.models.pretrain import DemoSource, batch_up, collate, masked_lm_loss, read_split, world_texts, world_toolbox
+    from mmsearch_r1.models.pretrain import DemoSource, batch_up, collate, lm_loss, read_split, world_texts, world_toolbox
     from mmsearch_r1.models.tokenizer import build_tokenizer
     from mmsearch_r1.world.schema import load_world
 
-    torch.set_num_threads(threads)
     world = load_world(world_dir)
     policy = build_tiny_policy(cfg.model, build_tokenizer(world_texts(world, world_dir), vocab_size=cfg.model.vocab_size))
     source = DemoSource(cfg, world, read_split(world_dir, "train"), world_toolbox(world_dir), policy)
-    batches = batch_up(source.epoch(cfg.pretrain.drill_epochs, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))[:steps]
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.pretrain.lr)
+    batches = batch_up(source.epoch(cfg.pretrain.drill_epochs, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))[:steps + 3]
     image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    started, tokens = time.perf_counter(), 0
-    for batch in batches:
-        b = collate(batch, policy.tokenizer.pad_token_id, image_id)
-        loss = masked_lm_loss(policy.model(**b["inputs"]).logits, b["inputs"]["input_ids"], b["loss_mask"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tokens += int(b["inputs"]["attention_mask"].sum())
-    return tokens / (time.perf_counter() - started)
+    collated = [collate(b, policy.tokenizer.pad_token_id, image_id) for b in batches]
+    speeds = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for head_on_loss_only in (False, True):
+            optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.pretrain.lr)
+            tokens, started = 0, 0.0
+            for k, batch in enumerate(collated):
+                if k == 3:  # the first steps warm the allocator and kernels up
+                    started = time.perf_counter()
+                loss = lm_loss(policy.model, batch, head_on_loss_only=head_on_loss_only)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                tokens += int(batch["inputs"]["attention_mask"].sum()) if k >= 3 else 0
+            speeds[threads, head_on_loss_only] = tokens / (time.perf_counter() - started)
+    return speeds
 
 
 def main() -> None:
@@ -72,8 +81,11 @@ def main() -> None:
     print(f"{args.size} world build: {build_seconds:.1f} s; pretraining: {pretrain_seconds:.1f} s; together {build_seconds + pretrain_seconds:.1f} s")
     print("pretraining stages (s): " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
     print(f"training: {report['training']['steps']} steps, {report['tokens']:,} tokens, {report['training']['tokens_per_second']} tokens/s")
-    one, two = thread_speed(cfg, world_dir, 1), thread_speed(cfg, world_dir, 2)
-    print(f"training speed, 20 steps: 1 thread {one:.0f} tokens/s, 2 threads {two:.0f} tokens/s (ratio {two / one:.2f})")
+    speeds = training_speeds(cfg, world_dir)
+    base = speeds[1, False]
+    print("training speed, 20 steps, tokens/s (ratio to 1 thread with the full head):")
+    for (threads, head_on_loss_only), speed in speeds.items():
+        print(f"  {threads} thread{'s' if threads > 1 else ''}, head_on_loss_only={str(head_on_loss_only).lower():5}  {speed:8.0f}  ({speed / base:.2f})")
 
 
 if __name__ == "__main__":

@@ -108,3 +108,32 @@ def test_a_device_torch_cannot_use_is_one_sentence_naming_the_setting(policy, tm
     policy.save(tmp_path / "p")
     with pytest.raises(ConfigError, match="the policy's device is `gpu`"):
         load_policy(tmp_path / "p", device="gpu")
+
+
+def test_the_head_on_loss_positions_alone_gives_the_same_loss_and_gradients(policy):
+    """``pretrain.head_on_loss_only`` is a faster way to the same loss: a batch of two chats (one with an image,
+    one padded) with the loss on a few positions gives the full head's loss and gradients up to rounding."""
+    from mmsearch_r1.models.encode import Encoded
+    from mmsearch_r1.models.pretrain import collate, lm_loss
+
+    inputs = _inputs(policy)
+    ids = inputs["input_ids"][0].tolist()
+    pixels, grid = inputs["pixel_values"], inputs["image_grid_thw"][0]
+    with_image = Encoded("a", ids, [0] * (len(ids) - 3) + [1, 1, 1], [pixels], [grid])
+    text_only = Encoded("b", ids[-6:], [0, 0, 1, 1, 0, 0], [], [])
+    image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    batch = collate([with_image, text_only], policy.tokenizer.pad_token_id, image_id)
+    results = []
+    for head_on_loss_only in (False, True):
+        policy.model.zero_grad()
+        loss = lm_loss(policy.model, batch, head_on_loss_only=head_on_loss_only)
+        loss.backward()
+        results.append((float(loss.detach()), {n: w.grad.clone() for n, w in policy.model.named_parameters() if w.grad is not None}))
+    policy.model.zero_grad()
+    (full, full_grads), (head, head_grads) = results
+    assert full > 1.0 and head == pytest.approx(full, rel=1e-5)
+    assert full_grads.keys() == head_grads.keys() and any("visual" in n for n in full_grads)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(head_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    nothing = collate([Encoded("c", ids[-6:], [0] * 6, [], [])], policy.tokenizer.pad_token_id, image_id)
+    assert float(lm_loss(policy.model, nothing, head_on_loss_only=True).detach()) == 0.0  # as masked_lm_loss: no targets, no loss

@@ -144,9 +144,10 @@ def test_no_reading_drills_is_allowed_and_naming_drills_need_unrecognisable_enti
         source.naming(0)
 
 
-def test_the_documented_configs_pin_the_thread_count_their_models_were_pretrained_with():
-    """Threads change the rounding, and the fingerprints leave them out (a run may move between machines), so
-    only this catches a demo config or the recipe losing its `threads = 1`: their documented models would change."""
+def test_the_documented_configs_pin_how_their_models_were_pretrained():
+    """Threads and the head on the loss positions alone change the rounding, and the fingerprints leave them out
+    (a run may move between machines), so only this catches a demo config or the recipe losing its `threads = 1`
+    or its `head_on_loss_only = false`: their documented models would change."""
     from pathlib import Path
 
     from mmsearch_r1.config import load_config
@@ -154,8 +155,9 @@ def test_the_documented_configs_pin_the_thread_count_their_models_were_pretraine
 
     recipe = Path(__file__).resolve().parents[2] / "configs" / "pretrain.toml"
     for path in (demo_config_path("small"), demo_config_path("default"), recipe):
-        assert load_config(path).pretrain.threads == 1, path
-    assert load_config().pretrain.threads == 2
+        pretrain = load_config(path).pretrain
+        assert (pretrain.threads, pretrain.head_on_loss_only) == (1, False), path
+    assert (load_config().pretrain.threads, load_config().pretrain.head_on_loss_only) == (2, True)
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):
