@@ -112,14 +112,15 @@ def test_a_device_torch_cannot_use_is_one_sentence_naming_the_setting(policy, tm
 
 def test_the_head_on_loss_positions_alone_gives_the_same_loss_and_gradients(policy):
     """``pretrain.head_on_loss_only`` is a faster way to the same loss: a batch of two chats (one with an image,
-    one padded) with the loss on a few positions gives the full head's loss and gradients up to rounding."""
+    one padded) with the loss on a few positions, one of them weighted 2, gives the full head's loss and
+    gradients up to rounding."""
     from mmsearch_r1.models.encode import Encoded
-    from mmsearch_r1.models.pretrain import collate, lm_loss
+    from mmsearch_r1.models.pretrain import collate, lm_loss, masked_lm_loss
 
     inputs = _inputs(policy)
     ids = inputs["input_ids"][0].tolist()
     pixels, grid = inputs["pixel_values"], inputs["image_grid_thw"][0]
-    with_image = Encoded("a", ids, [0] * (len(ids) - 3) + [1, 1, 1], [pixels], [grid])
+    with_image = Encoded("a", ids, [0] * (len(ids) - 3) + [1, 2, 1], [pixels], [grid])
     text_only = Encoded("b", ids[-6:], [0, 0, 1, 1, 0, 0], [], [])
     image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     batch = collate([with_image, text_only], policy.tokenizer.pad_token_id, image_id)
@@ -131,9 +132,37 @@ def test_the_head_on_loss_positions_alone_gives_the_same_loss_and_gradients(poli
         results.append((float(loss.detach()), {n: w.grad.clone() for n, w in policy.model.named_parameters() if w.grad is not None}))
     policy.model.zero_grad()
     (full, full_grads), (head, head_grads) = results
-    assert full > 1.0 and head == pytest.approx(full, rel=1e-5)
+    plain = masked_lm_loss(policy.model(**batch["inputs"]).logits, batch["inputs"]["input_ids"], batch["loss_mask"])
+    assert full == float(plain.detach()) and full > 1.0 and head == pytest.approx(full, rel=1e-5)
     assert full_grads.keys() == head_grads.keys() and any("visual" in n for n in full_grads)
     for name, grad in full_grads.items():
         torch.testing.assert_close(head_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     nothing = collate([Encoded("c", ids[-6:], [0] * 6, [], [])], policy.tokenizer.pad_token_id, image_id)
     assert float(lm_loss(policy.model, nothing, head_on_loss_only=True).detach()) == 0.0  # as masked_lm_loss: no targets, no loss
+
+
+def test_a_model_not_split_into_body_and_head_runs_its_whole_forward_for_the_loss(policy):
+    """``head_on_loss_only`` runs the body and the head apart only where the forward is nothing more (as
+    ``engines.hf.body_and_head`` decides): a model that changes its logits after the head keeps that change."""
+    from mmsearch_r1.models.encode import Encoded
+    from mmsearch_r1.models.pretrain import collate, lm_loss
+
+    class Scaled(torch.nn.Module):  # its forward halves the logits; its body is not its own
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.config = model, model.config
+
+        def get_output_embeddings(self):
+            return self.model.get_output_embeddings()
+
+        def forward(self, **inputs):
+            out = self.model(**inputs)
+            out.logits = out.logits / 2
+            return out
+
+    ids = _inputs(policy)["input_ids"][0].tolist()[-6:]
+    batch = collate([Encoded("a", ids, [0, 0, 1, 1, 1, 0], [], [])], policy.tokenizer.pad_token_id, 0)
+    with torch.no_grad():
+        scaled = lm_loss(Scaled(policy.model), batch, head_on_loss_only=True)
+        assert float(scaled) != pytest.approx(float(lm_loss(policy.model, batch, head_on_loss_only=True)), rel=1e-3)
+        assert float(scaled) == float(lm_loss(Scaled(policy.model), batch, head_on_loss_only=False))

@@ -17,7 +17,7 @@ from mmsearch_r1.config import ProtocolConfig
 from mmsearch_r1.data import VQASample
 from mmsearch_r1.engines.base import GeneratedTurn
 from mmsearch_r1.engines.config import SamplingConfig
-from mmsearch_r1.engines.hf import HFEngine, _body_and_head, trajectory_logprobs
+from mmsearch_r1.engines.hf import HFEngine, body_and_head, trajectory_logprobs
 from mmsearch_r1.engines.scripted import ScriptedEngine
 from mmsearch_r1.errors import ToolTimeout
 from mmsearch_r1.models import ModelConfig, build_tiny_policy, build_tokenizer
@@ -223,9 +223,9 @@ def test_only_a_model_split_into_body_and_head_is_scored_by_parts(policy):
         def get_output_embeddings(self):
             return self.model.get_output_embeddings()
 
-    body, head = _body_and_head(policy.model)
+    body, head = body_and_head(policy.model)
     assert body is policy.model.model and head is policy.model.get_output_embeddings()
-    assert _body_and_head(Wrapper(policy.model)) is None
+    assert body_and_head(Wrapper(policy.model)) is None
 
 
 # --- determinism and sampling rules ----------------------------------------------------------------

@@ -219,7 +219,7 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     only) and each tensor has ``min(tail, len(seq))`` entries; give sequences longer than ``tail`` (one of
     ``tail`` tokens or fewer has its first token scored after padding). With ``masks`` (0/1 per token, like a loss
     mask) only the tokens marked 1 are scored and the other entries are 0; the output head runs on those
-    positions only where ``model`` is one whose forward is its body, then its head (``_body_and_head``).
+    positions only where ``model`` is one whose forward is its body, then its head (``body_and_head``).
     """
     import torch
 
@@ -229,7 +229,7 @@ def score_sequences(model: Any, encoder: ChatEncoder, sequences: Sequence[Sequen
     flat_grids = [g for per in grids for g in per]
     inputs = pad_batch(sequences, flat_pixels, flat_grids, pad_id=encoder.pad_id, image_token_id=encoder.image_token_id,
                        left=tail is not None, device=model.device)
-    if masks is not None and _body_and_head(model) is not None:
+    if masks is not None and body_and_head(model) is not None:
         return _score_marked(model, encoder, inputs, sequences, masks, temperature)
     if tail is not None:
         logits = model(**inputs, use_cache=False, logits_to_keep=tail + 1).logits  # [batch, tail + 1, vocab]
@@ -276,7 +276,7 @@ def trajectory_logprobs(policy: "Policy", trajectories: Sequence["Trajectory"], 
 BODY_THEN_HEAD = frozenset({"qwen2_5_vl", "qwen2_vl"})
 
 
-def _body_and_head(model: Any) -> tuple[Any, Any] | None:
+def body_and_head(model: Any) -> tuple[Any, Any] | None:
     """The body and output head of a model of ``BODY_THEN_HEAD``, or None for any other model.
 
     A ``model`` attribute with a head of its own (a wrapper around a whole causal LM) is not a body.
@@ -294,7 +294,7 @@ def _score_marked(model: Any, encoder: ChatEncoder, inputs: dict, sequences: Seq
     positions that predict a marked token only."""
     import torch
 
-    body, head = _body_and_head(model)
+    body, head = body_and_head(model)
     input_ids = inputs["input_ids"]
     marked = torch.zeros(input_ids.shape, dtype=torch.bool)
     for row, mask in enumerate(masks):

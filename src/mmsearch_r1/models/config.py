@@ -79,5 +79,5 @@ class PretrainConfig(Section):
     report_samples: int = Field(64, ge=0, le=100_000, description="Questions per knowledge group for the report (0 skips it).")
     report_max_new_tokens: int = Field(48, ge=8, le=4096, description="Most tokens per turn when the report samples the model.")
     threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use (use 1 when another job shares a 2-core machine); threads change the rounding, and so the model (docs/model.md).")
-    head_on_loss_only: bool = Field(True, description="Run the output head only at the positions in the loss (the same loss in fewer operations: training steps 1.0-1.25x faster on a CPU, docs/model.md); like threads it changes the rounding, and so the model: the documented configs set false, as their models were trained.")
+    head_on_loss_only: bool = Field(True, description="Run the output head only at the positions in the loss (the same loss in fewer operations: training steps 1.08-1.18x faster on a CPU, whole runs up to 1.09x, docs/model.md); like threads it changes the rounding, and so the model: the documented configs set false, as their models were trained.")
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Where the model trains and the report samples it: cpu or cuda[:i].")

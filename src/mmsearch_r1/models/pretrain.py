@@ -400,16 +400,21 @@ def lm_loss(model: Any, batch: dict, *, head_on_loss_only: bool) -> "torch.Tenso
 
     With ``head_on_loss_only`` the output head runs only at the positions in the loss (a few tokens of each
     chat: the assistant's), not at every position: the same loss, in fewer operations, rounded otherwise.
+    Only for a model whose forward is its body, then its head (``engines.hf.body_and_head``); any other
+    model runs its whole forward.
     """
     import torch.nn.functional as F
 
+    from mmsearch_r1.engines.hf import body_and_head
+
     inputs, mask = batch["inputs"], batch["loss_mask"]
-    if not head_on_loss_only:
+    parts = body_and_head(model) if head_on_loss_only else None
+    if parts is None:
         return masked_lm_loss(model(**inputs).logits, inputs["input_ids"], mask)
-    hidden = model.base_model(**inputs).last_hidden_state
+    body, head = parts
     weights = mask[:, 1:]
     keep = weights != 0
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    logits = head(body(**inputs).last_hidden_state[:, :-1][keep])
     nll = F.cross_entropy(logits.float(), inputs["input_ids"][:, 1:][keep], reduction="none")
     return (nll * weights[keep]).sum() / weights.sum().clamp(min=1.0)
 
