@@ -6,7 +6,8 @@ Prints the seconds of each stage (world build, setup, demonstrations, training, 
 tokens per second, and, side by side in the same run, the training speed of 20 steps with 1 and with 2
 threads, each with the output head on every position and on the loss positions only
 (``pretrain.head_on_loss_only``), alternated and repeated (the median of 3). Budgets on 2 CPU cores:
-small world build + pretraining < 90 s; default pretraining < 6 min. The machine's other load changes every figure; the script prints the load average it saw.
+small world build + pretraining < 90 s; default pretraining < 6 min. The machine's other load changes
+every figure; the script prints the load average it saw.
 """
 
 import argparse

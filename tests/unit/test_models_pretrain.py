@@ -157,7 +157,8 @@ def test_the_documented_configs_pin_how_their_models_were_pretrained():
     for path in (demo_config_path("small"), demo_config_path("default"), recipe):
         pretrain = load_config(path).pretrain
         assert (pretrain.threads, pretrain.head_on_loss_only) == (1, False), path
-    assert (load_config().pretrain.threads, load_config().pretrain.head_on_loss_only) == (2, True)
+    defaults = load_config().pretrain
+    assert (defaults.threads, defaults.head_on_loss_only) == (2, True)
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

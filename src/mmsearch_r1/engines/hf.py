@@ -289,19 +289,28 @@ def body_and_head(model: Any) -> tuple[Any, Any] | None:
     return body, head
 
 
+def logits_at_marked(body_and_head: tuple[Any, Any], inputs: dict, marked: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """The body over the batch ``inputs``, then the head only at the positions that predict a ``marked`` token
+    (``[batch, length]`` bool; column 0, which nothing predicts, must be False): the logits ``[marked, vocab]``
+    and the rows and columns of the marked tokens, in row-major order. ``body_and_head``: as ``body_and_head``
+    returns them."""
+    body, head = body_and_head
+    rows, columns = marked.nonzero(as_tuple=True)
+    hidden = body(**inputs, use_cache=False)[0]  # [batch, longest, hidden]
+    return head(hidden[rows, columns - 1]), rows, columns
+
+
 def _score_marked(model: Any, encoder: ChatEncoder, inputs: dict, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], temperature: float) -> list["torch.Tensor"]:
     """``score_sequences`` on the tokens ``masks`` marks: the body over the right-padded batch, the head on the
     positions that predict a marked token only."""
     import torch
 
-    body, head = body_and_head(model)
     input_ids = inputs["input_ids"]
     marked = torch.zeros(input_ids.shape, dtype=torch.bool)
     for row, mask in enumerate(masks):
         marked[row, 1: len(mask)] = torch.as_tensor(list(mask[1:]), dtype=torch.bool)
-    rows, columns = marked.to(input_ids.device).nonzero(as_tuple=True)
-    hidden = body(**inputs, use_cache=False)[0]  # [batch, longest, hidden]
-    scores = token_logprobs(head(hidden[rows, columns - 1]), input_ids[rows, columns], temperature, encoder.suppressed_ids)
+    logits, rows, columns = logits_at_marked(body_and_head(model), inputs, marked.to(input_ids.device))
+    scores = token_logprobs(logits, input_ids[rows, columns], temperature, encoder.suppressed_ids)
     out = torch.zeros(input_ids.shape, dtype=scores.dtype, device=scores.device).index_put((rows, columns), scores)
     return [out[row, : len(seq)] for row, seq in enumerate(sequences)]
 

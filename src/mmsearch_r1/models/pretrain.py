@@ -405,18 +405,17 @@ def lm_loss(model: Any, batch: dict, *, head_on_loss_only: bool) -> "torch.Tenso
     """
     import torch.nn.functional as F
 
-    from mmsearch_r1.engines.hf import body_and_head
+    from mmsearch_r1.engines.hf import body_and_head, logits_at_marked
 
     inputs, mask = batch["inputs"], batch["loss_mask"]
     parts = body_and_head(model) if head_on_loss_only else None
     if parts is None:
         return masked_lm_loss(model(**inputs).logits, inputs["input_ids"], mask)
-    body, head = parts
-    weights = mask[:, 1:]
-    keep = weights != 0
-    logits = head(body(**inputs).last_hidden_state[:, :-1][keep])
-    nll = F.cross_entropy(logits.float(), inputs["input_ids"][:, 1:][keep], reduction="none")
-    return (nll * weights[keep]).sum() / weights.sum().clamp(min=1.0)
+    marked = mask != 0
+    marked[:, 0] = False  # the first token is predicted by nothing
+    logits, rows, columns = logits_at_marked(parts, inputs, marked)
+    nll = F.cross_entropy(logits.float(), inputs["input_ids"][rows, columns], reduction="none")
+    return (nll * mask[rows, columns]).sum() / mask[:, 1:].sum().clamp(min=1.0)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
