@@ -54,8 +54,8 @@ class ProtocolConfig(Section):
     max_turns: int = Field(3, ge=1, le=16, description="Most assistant turns in one episode.")
     max_image_searches: int = Field(1, ge=0, le=8, description="Most image searches in one episode.")
     max_text_searches: int = Field(2, ge=0, le=16, description="Most text searches in one episode.")
-    image_top_k: int = Field(5, ge=1, le=20, description="Image-search results shown to the model.")
-    text_top_k: int = Field(5, ge=1, le=20, description="Text-search results shown to the model.")
+    image_top_k: int = Field(3, ge=1, le=20, description="Image-search results shown to the model (the paper shows 5; 3 keeps the tiny model's contexts short on a CPU: docs/training.md).")
+    text_top_k: int = Field(3, ge=1, le=20, description="Text-search results shown to the model (the paper shows 5; 3 as for image results).")
     template_dir: Path | None = Field(
         None, description="Folder of prompt templates replacing the built-in ones (same file names)."
     )

@@ -161,6 +161,26 @@ def test_the_documented_configs_pin_how_their_models_were_pretrained():
     assert (defaults.threads, defaults.head_on_loss_only) == (2, True)
 
 
+def test_the_documented_configs_pretrain_what_they_always_did():
+    """What the demo configs and the recipe file give pretraining (model, pretrain, protocol, world, seed, as the
+    fingerprints see them) is pinned here: a change of a default must not change their documented models. When
+    this fails after a default changed, write the old value into the config files that relied on it."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from mmsearch_r1.config import load_config, stamp_settings
+    from mmsearch_r1.demo import demo_config_path
+
+    pinned = {demo_config_path("default"): "4dec0c7f5bdb8328", demo_config_path("small"): "e8a809128e0c4982",
+              Path(__file__).resolve().parents[2] / "configs" / "pretrain.toml": "fb04da1cbb1d01e6"}
+    for path, digest in pinned.items():
+        cfg = load_config(path)
+        parts = {name: stamp_settings(getattr(cfg, name)) for name in ("model", "pretrain", "protocol", "world")}
+        parts["seed"] = cfg.seed
+        assert hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16] == digest, path
+
+
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):
     import mmsearch_r1.models.config as model_config
     from mmsearch_r1.config import load_config

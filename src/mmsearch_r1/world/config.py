@@ -11,14 +11,14 @@ from mmsearch_r1.config import Section
 # Presets per size; a field left at None in ``WorldConfig`` takes the preset of the chosen size.
 SIZE_PRESETS: dict[str, dict[str, int]] = {
     "small": {"entities": 20, "cities": 6, "train_questions_per_fact": 3},
-    "default": {"entities": 96, "cities": 10, "train_questions_per_fact": 5},
+    "default": {"entities": 48, "cities": 10, "train_questions_per_fact": 5},
 }
 
 
 class WorldConfig(Section):
     """The procedurally generated demo world."""
 
-    size: Literal["small", "default"] = Field("default", description="small: 20 entities (the demo's world and the tests'; built in seconds); default: 96 entities, which the tiny model needs longer pretraining to know (docs/model.md).")
+    size: Literal["small", "default"] = Field("default", description="small: 20 entities (the demo's world and the tests'; built in seconds); default: 48 entities, what the default pretraining teaches the tiny model in about 5 minutes on 2 CPU cores (docs/model.md).")
     entities: int | None = Field(None, ge=4, le=132, description="Number of entities (split evenly over the 4 knowledge groups); None: the size's preset.")
     cities: int | None = Field(None, ge=2, le=40, description="Number of made-up home cities to draw from; None: the size's preset.")
     min_facts: int = Field(3, ge=1, le=7, description="Fewest attributes an entity has.")
