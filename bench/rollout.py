@@ -69,7 +69,7 @@ def setup(args: argparse.Namespace, scratch: Path):
         policy, weights = build_tiny_policy(ModelConfig(), build_tokenizer(pages)), "random weights (ModelConfig defaults)"
     policy.model.to(require_device(args.device, "--device"))
     # `pretrain` writes its config beside the policy, `train` one folder up (OUT/policy, OUT/checkpoints/step_N/policy):
-    # run the policy under its own protocol (the demo's shows 3 results a search, the defaults 5), as its evaluations do.
+    # run the policy under its own protocol (the demo's shows 3 results a search, as the defaults do; older policies may show 5), as its evaluations do.
     own = next((f / "config.toml" for f in (args.model, args.model.parent) if (f / "config.toml").is_file()), None) if args.model else None
     cfg = load_config(own, [f"tools.image.index_dir={world / 'image_index'}", f"tools.text.index_dir={world / 'text_index'}", "tools.cache.mode=off"])
     toolbox = build_toolbox(cfg.tools)

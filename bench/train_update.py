@@ -3,7 +3,7 @@ only the sampled tokens, side by side.
 
 The batch is 64 episodes, 8 per prompt, as in a demo step:
 
-- by default it is rolled out once with a freshly built tiny policy (the demo model's default sizes), in four
+- by default it is rolled out once with a freshly built tiny policy (the ``ModelConfig`` defaults: 3 layers, where the full demo's has 4), in four
   parts with different turn lengths, so that episode lengths spread as they do in a demo step (about 150 to
   600 tokens); a random policy's turns run to their limit, so about 60 % of the tokens are sampled;
 - with ``--run DIR`` (a finished demo folder) it is a GRPO step's rollout of the demo's pretrained policy on

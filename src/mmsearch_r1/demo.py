@@ -59,7 +59,7 @@ BESIDE_THREADS = 1  # torch threads of balance and of the evaluations made besid
 # A GRPO step is timed with the demo's settings; the ablations' steps search twice and take about twice as long.
 ESTIMATES_S = {
     "small": {"world": 2, "pretrain": 200, "balance": 32, "grpo_step": 4.5, "eval": 10},
-    "default": {"world": 45, "pretrain": 330, "balance": 60, "grpo_step": 4.0, "eval": 30},
+    "default": {"world": 5, "pretrain": 330, "balance": 60, "grpo_step": 4.0, "eval": 30},  # all but world: the 96-entity world of before 2026-12-05
 }
 
 

@@ -178,7 +178,18 @@ def test_the_documented_configs_pretrain_what_they_always_did():
         cfg = load_config(path)
         parts = {name: stamp_settings(getattr(cfg, name)) for name in ("model", "pretrain", "protocol", "world")}
         parts["seed"] = cfg.seed
+        presets = {key: cfg.world.preset(key) for key in ("entities", "cities", "train_questions_per_fact")}
+        assert presets == {"entities": 20, "cities": 6, "train_questions_per_fact": 3}, path  # the small world's, which the hash cannot see
         assert hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16] == digest, path
+
+
+def test_a_schedule_of_drills_alone_is_refused_before_anything_runs(tmp_path):
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.pretrain import pretrain
+
+    with pytest.raises(ConfigError, match=r"pretrain.drill_epochs \(4\) must be below pretrain.epochs \(2\)"):
+        pretrain(load_config(None, ["pretrain.epochs=2"]), tmp_path / "no-world", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

@@ -543,6 +543,10 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
 
     # --- setup
     require_device(cfg.pretrain.device, "pretrain.device")
+    p = cfg.pretrain
+    if p.drill_epochs >= p.epochs:
+        raise ConfigError(f"pretrain.drill_epochs ({p.drill_epochs}) must be below pretrain.epochs ({p.epochs:g}): the first drill_epochs epochs "
+                          "hold drills alone, so no protocol demonstration would be trained; lower pretrain.drill_epochs or raise pretrain.epochs.")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.set_num_threads(cfg.pretrain.threads)
