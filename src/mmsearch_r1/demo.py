@@ -77,6 +77,18 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def world_fingerprint(cfg: Any) -> str:
+    """The world stage's stamp: the seed and the world settings, and for the default size its preset too, which
+    changed on 2026-12-05 (96 entities, then 48): a default-size world made before is built again, while the
+    small size, whose preset never changed, keeps the stamps its folders have."""
+    from mmsearch_r1.world.config import SIZE_PRESETS
+
+    settings = stamp_settings(cfg.world)
+    if cfg.world.size == "default":
+        settings["preset"] = SIZE_PRESETS["default"]
+    return fingerprint(cfg.seed, settings)
+
+
 def pretrained_fingerprint(world: str, cfg: Any) -> str:
     """The pretraining stage's stamp: its world, its settings, the version of the code's demonstrations, and its
     device when that is not the CPU (``pretrain.device`` is run-only for resuming a checkpoint, not for reusing
@@ -528,7 +540,7 @@ def run_demo(cfg: Any, out: Path, *, ablations: bool = False, console: Any = Non
     estimates["pretrain"] *= cfg.model.num_layers / 4  # the figures are for the 4-layer model; the quick demo's has 3
     dirs = {name: out / name for name in ("world", "pretrained", "balanced", "grpo", "eval_pretrained", "eval_oracle", "eval_grpo")}
     stamps: dict[str, str] = {}
-    stamps["world"] = fingerprint(cfg.seed, stamp_settings(cfg.world))
+    stamps["world"] = world_fingerprint(cfg)
     stamps["pretrained"] = pretrained_fingerprint(stamps["world"], cfg)
     stamps["balanced"] = balanced_fingerprint(stamps["pretrained"], cfg)
     stamps["grpo"] = grpo_fingerprint(stamps["balanced"], cfg)

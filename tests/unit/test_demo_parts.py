@@ -14,7 +14,7 @@ from rich.console import Console
 
 from mmsearch_r1.config import load_config
 from mmsearch_r1.demo import (NO_PENALTY, STAGE_LOG, Stage, StageRunner, ablation_stages, balanced_fingerprint, criteria, demo_config_path, demo_metrics,
-                              fingerprint, grpo_fingerprint, label_groups, pretrained_fingerprint, stage_done, unmet_checks)
+                              fingerprint, grpo_fingerprint, label_groups, pretrained_fingerprint, stage_done, unmet_checks, world_fingerprint)
 from mmsearch_r1.errors import ConfigError
 
 
@@ -28,6 +28,19 @@ def metrics(accuracy, search_ratio, searches, free=None, required=None, cws=0.0,
 
 def quiet():
     return Console(file=io.StringIO())
+
+
+def test_the_world_stamp_follows_the_default_size_preset_and_keeps_the_small_worlds(monkeypatch):
+    import mmsearch_r1.world.config as world_config
+    from mmsearch_r1.config import load_config, stamp_settings
+
+    small = load_config(demo_config_path("small"))
+    assert world_fingerprint(small) == fingerprint(small.seed, stamp_settings(small.world))  # the stamp small folders were made with
+    default = load_config(None, ["world.size=default"])
+    now = world_fingerprint(default)
+    monkeypatch.setitem(world_config.SIZE_PRESETS, "default", {**world_config.SIZE_PRESETS["default"], "entities": 96})
+    assert world_fingerprint(default) != now  # a world of the old preset is not reused
+    assert world_fingerprint(small) == fingerprint(small.seed, stamp_settings(small.world))
 
 
 def test_fingerprint_depends_on_every_part():
