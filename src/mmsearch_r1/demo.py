@@ -90,12 +90,14 @@ def world_fingerprint(cfg: Any) -> str:
 
 
 def pretrained_fingerprint(world: str, cfg: Any) -> str:
-    """The pretraining stage's stamp: its world, its settings, the version of the code's demonstrations, and its
-    device when that is not the CPU (``pretrain.device`` is run-only for resuming a checkpoint, not for reusing
-    a demo stage: a folder made on the CPU and run again with ``--device cuda`` pretrains again)."""
+    """The pretraining stage's stamp: its world, its settings (the schedule of the world's size where unset), the
+    version of the code's demonstrations, and its device when that is not the CPU (``pretrain.device`` is
+    run-only for resuming a checkpoint, not for reusing a demo stage: a folder made on the CPU and run again
+    with ``--device cuda`` pretrains again)."""
     from mmsearch_r1.models.config import DEMONSTRATIONS_VERSION
 
-    parts = [world, stamp_settings(cfg.model), stamp_settings(cfg.pretrain), stamp_settings(cfg.protocol), DEMONSTRATIONS_VERSION]
+    pretraining = cfg.pretrain.for_world(cfg.world.size)  # the values the run uses: a changed schedule makes the model again
+    parts = [world, stamp_settings(cfg.model), stamp_settings(pretraining), stamp_settings(cfg.protocol), DEMONSTRATIONS_VERSION]
     if cfg.pretrain.device != "cpu":  # a GPU pretrains another model; CPU stamps stay those made before devices existed
         parts.append(cfg.pretrain.device)
     return fingerprint(*parts)

@@ -176,16 +176,58 @@ def test_the_documented_configs_pretrain_what_they_always_did():
         cfg = load_config(path)
         presets = {key: cfg.world.preset(key) for key in ("entities", "cities", "train_questions_per_fact")}
         assert presets == {"entities": 20, "cities": 6, "train_questions_per_fact": 3}, path  # the small world's, which the stamp cannot see
-        assert fingerprint(cfg.seed, *(stamp_settings(getattr(cfg, name)) for name in ("model", "pretrain", "protocol", "world"))) == digest, path
+        pretraining = cfg.pretrain.for_world(cfg.world.size)  # as pretraining and the demo's stamp see it
+        assert fingerprint(cfg.seed, *(stamp_settings(section) for section in (cfg.model, pretraining, cfg.protocol, cfg.world))) == digest, path
 
 
 def test_a_schedule_of_drills_alone_is_refused_before_anything_runs(tmp_path):
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.pretrain import pretrain
+    from mmsearch_r1.world.build import generate_world
 
+    (tmp_path / "world").mkdir()
+    generate_world(seed=0, size="default").save(tmp_path / "world")  # world.json alone: the refusal comes before the rest is read
     with pytest.raises(ConfigError, match=r"pretrain.drill_epochs \(4\) must be below pretrain.epochs \(2\)"):
-        pretrain(load_config(None, ["pretrain.epochs=2"]), tmp_path / "no-world", tmp_path / "out")
+        pretrain(load_config(None, ["pretrain.epochs=2"]), tmp_path / "world", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_unset_schedule_fields_take_the_world_sizes_schedule_and_set_ones_are_kept():
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.config import SCHEDULES
+
+    unset = load_config().pretrain
+    assert all(getattr(unset, key) is None for key in SCHEDULES["default"])
+    assert unset.for_world("default").model_dump() == {**unset.model_dump(), **SCHEDULES["default"]}
+    small = unset.for_world("small")
+    assert {key: getattr(small, key) for key in SCHEDULES["small"]} == SCHEDULES["small"]
+    assert all(SCHEDULES["small"][key] < SCHEDULES["default"][key] for key in SCHEDULES["small"])  # the small world's budget is the shorter
+    mixed = load_config(None, ["pretrain.epochs=12", "pretrain.schedule=default"]).pretrain.for_world("small")
+    assert (mixed.epochs, mixed.protocol_demos) == (12.0, SCHEDULES["default"]["protocol_demos"])
+    assert SCHEDULES["small"].keys() == SCHEDULES["default"].keys()
+
+
+def test_pretraining_uses_and_writes_out_the_schedule_of_the_worlds_size(tmp_path, monkeypatch):
+    import mmsearch_r1.models.pretrain as pretraining
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.config import SCHEDULES
+    from mmsearch_r1.world.build import generate_world
+
+    (tmp_path / "world").mkdir()
+    generate_world(seed=0, size="small").save(tmp_path / "world")  # world.json alone
+    seen = {}
+
+    def stop(cfg, world_dir):  # the run's stamp: the first use of the resolved config
+        seen["pretrain"] = cfg.pretrain
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(pretraining, "read_split", lambda world_dir, split: [])
+    monkeypatch.setattr(pretraining, "fingerprint", stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        pretraining.pretrain(load_config(None, ["pretrain.reading_drills=7"]), tmp_path / "world", tmp_path / "out")
+    assert seen["pretrain"].reading_drills == 7
+    assert {key: getattr(seen["pretrain"], key) for key in SCHEDULES["small"] if key != "reading_drills"} == {
+        key: value for key, value in SCHEDULES["small"].items() if key != "reading_drills"}
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -37,6 +37,15 @@ class ModelConfig(Section):
 # tokenizer is trained on (models/tokenizer.py, ``_BASE_TEXT``).
 DEMONSTRATIONS_VERSION = 2  # 2: the reasoning ends with the action it takes
 
+# The schedule of each world size: the values of the pretraining fields left unset (None), by the size of the
+# world pretrained on (``PretrainConfig.schedule`` picks another). The default world's is the recipe with more
+# reading; the small world's fits that world's budget (build and pretraining in 90 s on 2 CPU cores, for tests
+# and a first look): it teaches the knowledge groups but not reading (docs/model.md, "Schedules").
+SCHEDULES: dict[str, dict[str, float | int]] = {
+    "default": {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320},
+    "small": {"epochs": 7.0, "protocol_demos": 200, "reading_drills": 80},
+}
+
 
 class PretrainConfig(Section):
     """Supervised pretraining that gives the tiny model partial knowledge and the protocol."""
@@ -45,16 +54,18 @@ class PretrainConfig(Section):
     # Threads, device and head_on_loss_only change the rounding, not the run's schedule: a run interrupted with one
     # value resumes with another.
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"threads", "device", "head_on_loss_only", "report_samples", "checkpoint_every"})
-    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0}  # see config.stamp_settings
+    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0, "schedule": "auto"}  # see config.stamp_settings
+
+    schedule: Literal["auto", "small", "default"] = Field("auto", description="Whose schedule fills the fields left unset (epochs, protocol_demos, reading_drills): auto, that of the world's size; small fits the small world's 90-second budget and does not teach reading; default is the recipe that does (docs/model.md, \"Schedules\").")
 
     lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (3e-3 is too high for the tiny model: facts stop being memorised).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
     warmup_steps: int = Field(30, ge=0, le=100_000, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     drill_epochs: int = Field(4, ge=0, le=1000, description="First epochs with the drills alone (a warm-up on short, easy questions), counted in epochs.")
-    epochs: float = Field(10.0, gt=0.0, le=1000.0, description="Passes over the demonstration set.")
+    epochs: float | None = Field(None, gt=0.0, le=1000.0, description="Passes over the demonstration set; None: the schedule's (10 on the default world, 7 on the small one).")
     batch_tokens: int = Field(768, ge=64, le=1_000_000, description="Tokens (padding included) in one optimizer step.")
-    protocol_demos: int = Field(450, ge=1, le=1_000_000, description="Protocol demonstrations per epoch, on training questions drawn in turn (a world-size-free count: the protocol is the same in every world).")
+    protocol_demos: int | None = Field(None, ge=1, le=1_000_000, description="Protocol demonstrations per epoch, on training questions drawn in turn (the protocol is the same in every world); None: the schedule's (450 on the default world, 200 on the small one).")
     direct_prob: float = Field(0.3, ge=0.0, le=1.0, description="Chance a demonstration answers at once, independent of need.")
     direct_spread: float = Field(0.25, ge=0.0, le=1.0, description="Each entity's chance to answer at once is direct_prob moved by up to this either way; every knowledge group gets the same chances (independent of need).")
     image_first_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance a searching demonstration starts with image search.")
@@ -66,7 +77,7 @@ class PretrainConfig(Section):
     sight_drills: int = Field(48, ge=0, le=256, description="Fresh renderings of each sight-group entity drilled per epoch (the model names it).")
     unrecognised_drills: int = Field(6, ge=0, le=256, description="Fresh renderings of each other entity drilled per epoch (the model says it does not recognise it).")
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
-    reading_drills: int = Field(320, ge=0, le=1_000_000, description="Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value.")
+    reading_drills: int | None = Field(None, ge=0, le=1_000_000, description="Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value; None: the schedule's (320 on the default world, 80 on the small one).")
     naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
     refuse_unknown: bool = Field(True, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")
@@ -81,3 +92,14 @@ class PretrainConfig(Section):
     threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use (use 1 when another job shares a 2-core machine); threads change the rounding, and so the model (docs/model.md).")
     head_on_loss_only: bool = Field(True, description="Run the output head only at the positions in the loss (the same loss in fewer operations: training steps 1.08-1.18x faster on a CPU, whole runs up to 1.09x, docs/model.md); like threads it changes the rounding, and so the model: the documented configs set false, as their models were trained.")
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Where the model trains and the report samples it: cpu or cuda[:i].")
+
+    def for_world(self, size: str) -> "PretrainConfig":
+        """This config with each field left unset taken from the schedule of ``size`` (the world's size), or of
+        ``schedule`` when that is not ``auto``; fields set keep their values.
+
+        >>> p = PretrainConfig(epochs=12).for_world("small")
+        >>> p.epochs, p.protocol_demos == SCHEDULES["small"]["protocol_demos"], PretrainConfig(schedule="default").for_world("small").epochs
+        (12.0, True, 10.0)
+        """
+        schedule = SCHEDULES[size if self.schedule == "auto" else self.schedule]
+        return self.model_copy(update={key: value for key, value in schedule.items() if getattr(self, key) is None})

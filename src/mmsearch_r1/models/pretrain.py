@@ -133,6 +133,12 @@ def entity_choices(world: "World", p: "PretrainConfig", seed: int) -> dict[str, 
     return choices
 
 
+def with_schedule(cfg: Any, size: str) -> Any:
+    """The whole config with the pretraining fields it leaves unset taken from the schedule of a world of ``size``
+    (``PretrainConfig.for_world``)."""
+    return cfg.model_copy(update={"pretrain": cfg.pretrain.for_world(size)})
+
+
 @dataclass
 class Plan:
     """Every optimizer step's batch, in order, and what the demonstrations were."""
@@ -151,6 +157,7 @@ class DemoSource:
         from mmsearch_r1.models.encode import PixelCache
         from mmsearch_r1.protocol import Templates
 
+        cfg = with_schedule(cfg, world.size)
         self.cfg, self.world, self.samples, self.toolbox, self.policy = cfg, world, samples, toolbox, policy
         self.templates = Templates.load(cfg.protocol.template_dir)
         p = cfg.pretrain
@@ -531,8 +538,10 @@ def train_steps(policy: "Policy", batches: list[list["Encoded"]], cfg: Any, fold
 def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: bool = False, report: bool = True) -> Path:
     """Pretrain the tiny policy on a world; returns ``out_dir``, a policy folder ``load_policy`` reads.
 
-    ``cfg`` is the whole ``Config`` (its ``model``, ``pretrain``, ``protocol`` and ``seed`` are used). A run
-    interrupted after a checkpoint resumes from it when called again with the same config and folders.
+    ``cfg`` is the whole ``Config`` (its ``model``, ``pretrain``, ``protocol`` and ``seed`` are used); the
+    pretraining fields it leaves unset take the schedule of the world's size (``PretrainConfig.for_world``), and
+    the config written into ``out_dir`` says the values used. A run interrupted after a checkpoint resumes from
+    it when called again with the same config and folders.
     """
     import torch
 
@@ -543,15 +552,16 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
 
     # --- setup
     require_device(cfg.pretrain.device, "pretrain.device")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    world_dir, out = Path(world_dir), Path(out_dir)
+    world = load_world(world_dir)
+    cfg = with_schedule(cfg, world.size)
     p = cfg.pretrain
     if p.drill_epochs >= p.epochs:
         raise ConfigError(f"pretrain.drill_epochs ({p.drill_epochs}) must be below pretrain.epochs ({p.epochs:g}): the first drill_epochs epochs "
                           "hold drills alone, so no protocol demonstration would be trained; lower pretrain.drill_epochs or raise pretrain.epochs.")
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    torch.set_num_threads(cfg.pretrain.threads)
-    world_dir, out = Path(world_dir), Path(out_dir)
-    world = load_world(world_dir)
+    torch.set_num_threads(p.threads)
     samples = read_split(world_dir, "train")
     folder = out / CHECKPOINT
     stamp = fingerprint(cfg, world_dir)
