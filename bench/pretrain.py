@@ -38,7 +38,7 @@ def training_speeds(cfg, world_dir: Path, steps: int = 20, rounds: int = 3) -> t
     world = load_world(world_dir)
     policy = build_tiny_policy(cfg.model, build_tokenizer(world_texts(world, world_dir), vocab_size=cfg.model.vocab_size))
     source = DemoSource(cfg, world, read_split(world_dir, "train"), world_toolbox(world_dir), policy)
-    batches = batch_up(source.epoch(source.cfg.pretrain.drill_epochs, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))  # the schedule of the world's size
+    batches = batch_up(source.epoch(cfg.pretrain.drill_epochs, {}), cfg.pretrain.batch_tokens, np.random.default_rng(0))
     warm_up = 3  # the first steps of each timing warm the allocator and kernels up
     if len(batches) <= warm_up + 1:
         raise SystemExit(f"the first epoch with demonstrations has {len(batches)} batches, too few to time; use a larger world or config.")

@@ -182,13 +182,17 @@ def test_the_documented_configs_pretrain_what_they_always_did():
 
 def test_a_schedule_of_drills_alone_is_refused_before_anything_runs(tmp_path):
     from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.config import SCHEDULES
     from mmsearch_r1.models.pretrain import pretrain
     from mmsearch_r1.world.build import generate_world
 
     (tmp_path / "world").mkdir()
     generate_world(seed=0, size="default").save(tmp_path / "world")  # world.json alone: the refusal comes before the rest is read
-    with pytest.raises(ConfigError, match=r"pretrain.drill_epochs \(4\) must be below pretrain.epochs \(2\)"):
+    with pytest.raises(ConfigError, match=r"pretrain.drill_epochs \(4\) must be below pretrain.epochs \(2, set\)"):
         pretrain(load_config(None, ["pretrain.epochs=2"]), tmp_path / "world", tmp_path / "out")
+    small = SCHEDULES["small"]["epochs"]
+    with pytest.raises(ConfigError, match=rf"pretrain.epochs \({small:g}, the small schedule's\)"):  # on the default world
+        pretrain(load_config(None, [f"pretrain.drill_epochs={small:g}", "pretrain.schedule=small"]), tmp_path / "world", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -196,6 +200,7 @@ def test_unset_schedule_fields_take_the_world_sizes_schedule_and_set_ones_are_ke
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.config import SCHEDULES
 
+    assert SCHEDULES["default"] == {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320}  # the defaults before the schedules
     unset = load_config().pretrain
     assert all(getattr(unset, key) is None for key in SCHEDULES["default"])
     assert unset.for_world("default").model_dump() == {**unset.model_dump(), **SCHEDULES["default"]}
@@ -209,25 +214,45 @@ def test_unset_schedule_fields_take_the_world_sizes_schedule_and_set_ones_are_ke
 
 def test_pretraining_uses_and_writes_out_the_schedule_of_the_worlds_size(tmp_path, monkeypatch):
     import mmsearch_r1.models.pretrain as pretraining
-    from mmsearch_r1.config import load_config
+    from mmsearch_r1.config import load_config, stamp_settings
     from mmsearch_r1.models.config import SCHEDULES
     from mmsearch_r1.world.build import generate_world
 
     (tmp_path / "world").mkdir()
     generate_world(seed=0, size="small").save(tmp_path / "world")  # world.json alone
-    seen = {}
+    stamped = {}
 
-    def stop(cfg, world_dir):  # the run's stamp: the first use of the resolved config
-        seen["pretrain"] = cfg.pretrain
+    def stamp(cfg, world_dir):
+        stamped["pretrain"] = stamp_settings(cfg.pretrain)
+        return "stamp"
+
+    def stop(*args):  # the tokenizer's texts are read right after the config is written out
         raise RuntimeError("stop")
 
     monkeypatch.setattr(pretraining, "read_split", lambda world_dir, split: [])
-    monkeypatch.setattr(pretraining, "fingerprint", stop)
+    monkeypatch.setattr(pretraining, "fingerprint", stamp)
+    monkeypatch.setattr(pretraining, "world_texts", stop)
     with pytest.raises(RuntimeError, match="stop"):
         pretraining.pretrain(load_config(None, ["pretrain.reading_drills=7"]), tmp_path / "world", tmp_path / "out")
-    assert seen["pretrain"].reading_drills == 7
-    assert {key: getattr(seen["pretrain"], key) for key in SCHEDULES["small"] if key != "reading_drills"} == {
-        key: value for key, value in SCHEDULES["small"].items() if key != "reading_drills"}
+    expected = {**SCHEDULES["small"], "reading_drills": 7}
+    assert {key: stamped["pretrain"][key] for key in expected} == expected
+    written = load_config(tmp_path / "out" / "config.toml").pretrain
+    assert {key: getattr(written, key) for key in expected} == expected
+
+
+def test_the_demos_pretraining_stamp_sees_the_values_the_schedule_gives():
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.demo import pretrained_fingerprint
+    from mmsearch_r1.models.config import SCHEDULES
+
+    def stamp(*overrides):
+        return pretrained_fingerprint("world", load_config(None, list(overrides)))
+
+    assert stamp() == "15fb12fb0e2ff96d"  # the default config on the default world: its stamp from before the schedules (checked on the code of then)
+    by_hand = [f"pretrain.{key}={value}" for key, value in SCHEDULES["small"].items()]
+    assert stamp("world.size=small") == stamp("world.size=small", *by_hand) == stamp("world.size=small", "pretrain.schedule=small")
+    assert stamp("world.size=small", "pretrain.schedule=default") == stamp("world.size=small", *(f"pretrain.{key}={value}" for key, value in SCHEDULES["default"].items()))
+    assert stamp("world.size=small") != stamp("world.size=small", "pretrain.schedule=default")
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

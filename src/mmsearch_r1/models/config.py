@@ -47,6 +47,11 @@ SCHEDULES: dict[str, dict[str, float | int]] = {
 }
 
 
+def _on_each(key: str) -> str:
+    """A schedule field's value on each world size, for its description: ``10 on the default world, 7 on the small``."""
+    return ", ".join(f"{values[key]:g} on the {size} world" for size, values in SCHEDULES.items())
+
+
 class PretrainConfig(Section):
     """Supervised pretraining that gives the tiny model partial knowledge and the protocol."""
 
@@ -63,9 +68,9 @@ class PretrainConfig(Section):
     warmup_steps: int = Field(30, ge=0, le=100_000, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     drill_epochs: int = Field(4, ge=0, le=1000, description="First epochs with the drills alone (a warm-up on short, easy questions), counted in epochs.")
-    epochs: float | None = Field(None, gt=0.0, le=1000.0, description="Passes over the demonstration set; None: the schedule's (10 on the default world, 7 on the small one).")
+    epochs: float | None = Field(None, gt=0.0, le=1000.0, description=f"Passes over the demonstration set; None: the schedule's ({_on_each('epochs')}).")
     batch_tokens: int = Field(768, ge=64, le=1_000_000, description="Tokens (padding included) in one optimizer step.")
-    protocol_demos: int | None = Field(None, ge=1, le=1_000_000, description="Protocol demonstrations per epoch, on training questions drawn in turn (the protocol is the same in every world); None: the schedule's (450 on the default world, 200 on the small one).")
+    protocol_demos: int | None = Field(None, ge=1, le=1_000_000, description=f"Protocol demonstrations per epoch, on training questions drawn in turn (the protocol is the same in every world); None: the schedule's ({_on_each('protocol_demos')}).")
     direct_prob: float = Field(0.3, ge=0.0, le=1.0, description="Chance a demonstration answers at once, independent of need.")
     direct_spread: float = Field(0.25, ge=0.0, le=1.0, description="Each entity's chance to answer at once is direct_prob moved by up to this either way; every knowledge group gets the same chances (independent of need).")
     image_first_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance a searching demonstration starts with image search.")
@@ -77,7 +82,7 @@ class PretrainConfig(Section):
     sight_drills: int = Field(48, ge=0, le=256, description="Fresh renderings of each sight-group entity drilled per epoch (the model names it).")
     unrecognised_drills: int = Field(6, ge=0, le=256, description="Fresh renderings of each other entity drilled per epoch (the model says it does not recognise it).")
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
-    reading_drills: int | None = Field(None, ge=0, le=1_000_000, description="Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value; None: the schedule's (320 on the default world, 80 on the small one).")
+    reading_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value; None: the schedule's ({_on_each('reading_drills')}).")
     naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
     refuse_unknown: bool = Field(True, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")
@@ -95,11 +100,15 @@ class PretrainConfig(Section):
 
     def for_world(self, size: str) -> "PretrainConfig":
         """This config with each field left unset taken from the schedule of ``size`` (the world's size), or of
-        ``schedule`` when that is not ``auto``; fields set keep their values.
+        ``schedule`` when that is not ``auto``; fields set keep their values, and ``schedule`` is ``auto`` again.
 
         >>> p = PretrainConfig(epochs=12).for_world("small")
         >>> p.epochs, p.protocol_demos == SCHEDULES["small"]["protocol_demos"], PretrainConfig(schedule="default").for_world("small").epochs
         (12.0, True, 10.0)
+        >>> PretrainConfig(schedule="default").for_world("small") == PretrainConfig(**SCHEDULES["default"]).for_world("small")
+        True
         """
         schedule = SCHEDULES[size if self.schedule == "auto" else self.schedule]
-        return self.model_copy(update={key: value for key, value in schedule.items() if getattr(self, key) is None})
+        filled = {key: value for key, value in schedule.items() if getattr(self, key) is None}
+        # once filled, the values say it all: the same values stamp the same, whichever schedule gave them
+        return self.model_validate({**self.model_dump(), **filled, "schedule": "auto"})

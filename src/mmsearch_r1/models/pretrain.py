@@ -556,10 +556,11 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     clock = time.perf_counter()
     world_dir, out = Path(world_dir), Path(out_dir)
     world = load_world(world_dir)
+    epochs_from = "set" if cfg.pretrain.epochs is not None else f"the {world.size if cfg.pretrain.schedule == 'auto' else cfg.pretrain.schedule} schedule's"
     cfg = with_schedule(cfg, world.size)
     p = cfg.pretrain
     if p.drill_epochs >= p.epochs:
-        raise ConfigError(f"pretrain.drill_epochs ({p.drill_epochs}) must be below pretrain.epochs ({p.epochs:g}): the first drill_epochs epochs "
+        raise ConfigError(f"pretrain.drill_epochs ({p.drill_epochs}) must be below pretrain.epochs ({p.epochs:g}, {epochs_from}): the first drill_epochs epochs "
                           "hold drills alone, so no protocol demonstration would be trained; lower pretrain.drill_epochs or raise pretrain.epochs.")
     torch.set_num_threads(p.threads)
     samples = read_split(world_dir, "train")
