@@ -7,7 +7,8 @@ tokens per second, and, side by side in the same run, the training speed of 20 s
 threads, each with the output head on every position and on the loss positions only
 (``pretrain.head_on_loss_only``), alternated and repeated (the median of 3). Budgets on 2 CPU cores:
 small world build + pretraining < 90 s; default pretraining < 6 min. The machine's other load changes
-every figure; the script prints the load average it saw.
+every figure; the script prints the load average it saw. CPU kernels are pinned as the ``mmsearch-r1``
+command pins them (``mmsearch_r1.cpu_kernels``), so the pretraining is the command's, bit for bit.
 """
 
 import argparse
@@ -73,6 +74,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
+    from mmsearch_r1.cpu_kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()  # before torch loads, as the command does
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.pretrain import pretrain
     from mmsearch_r1.world.build import build_world
