@@ -88,8 +88,8 @@ def pretrain(
     its knowledge groups prescribe on every seed tried, and learnt to read the results on 3 of 5 (seed 0, the
     default, did not): read the report's checks, and try another --seed where reading fails (docs/model.md).
     On a small world the unset schedule fields (epochs, protocol_demos, reading_drills) take the small world's
-    schedule: 82-96 s with the build, a model that knows its groups but does not read the results;
-    --set pretrain.schedule=default gives the default world's (about 4 minutes there; reading is a draw).
+    schedule: 78-96 s with the build, and a model that knows its groups but does not read the results (on 4
+    seeds of 5); --set pretrain.schedule=default gives the default world's (about 4 minutes there).
     """
     from mmsearch_r1.models.pretrain import pretrain as run_pretrain
 
