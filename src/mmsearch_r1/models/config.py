@@ -98,6 +98,10 @@ class PretrainConfig(Section):
     head_on_loss_only: bool = Field(True, description="Run the output head only at the positions in the loss (the same loss in fewer operations: training steps 1.08-1.18x faster on a CPU, whole runs up to 1.09x, docs/model.md); like threads it changes the rounding, and so the model: the documented configs set false, as their models were trained.")
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="Where the model trains and the report samples it: cpu or cuda[:i].")
 
+    def schedule_for(self, size: str) -> str:
+        """The name of the schedule that fills the unset fields on a world of ``size``: ``size``, unless ``schedule`` picks another."""
+        return size if self.schedule == "auto" else self.schedule
+
     def for_world(self, size: str) -> "PretrainConfig":
         """This config with each field left unset taken from the schedule of ``size`` (the world's size), or of
         ``schedule`` when that is not ``auto``; fields set keep their values, and ``schedule`` is ``auto`` again.
@@ -108,7 +112,7 @@ class PretrainConfig(Section):
         >>> PretrainConfig(schedule="default").for_world("small") == PretrainConfig(**SCHEDULES["default"]).for_world("small")
         True
         """
-        schedule = SCHEDULES[size if self.schedule == "auto" else self.schedule]
+        schedule = SCHEDULES[self.schedule_for(size)]
         filled = {key: value for key, value in schedule.items() if getattr(self, key) is None}
         # once filled, the values say it all: the same values stamp the same, whichever schedule gave them
         return self.model_validate({**self.model_dump(), **filled, "schedule": "auto"})

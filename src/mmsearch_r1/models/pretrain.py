@@ -556,7 +556,7 @@ def pretrain(cfg: Any, world_dir: str | Path, out_dir: str | Path, *, progress: 
     clock = time.perf_counter()
     world_dir, out = Path(world_dir), Path(out_dir)
     world = load_world(world_dir)
-    epochs_from = "set" if cfg.pretrain.epochs is not None else f"the {world.size if cfg.pretrain.schedule == 'auto' else cfg.pretrain.schedule} schedule's"
+    epochs_from = "set" if cfg.pretrain.epochs is not None else f"the {cfg.pretrain.schedule_for(world.size)} schedule's"
     cfg = with_schedule(cfg, world.size)
     p = cfg.pretrain
     if p.drill_epochs >= p.epochs:
