@@ -8,6 +8,8 @@ engine) on the world's in-domain test questions, a seeded pick of at most ``repo
   It should be high for ``sight_facts`` and near chance for the other groups.
 - ``rag``: accuracy when the right search results are supplied (the environment runs image search, the
   model writes the text query, the environment runs it, the model answers; greedy): can it read results?
+  ``rag_query`` takes it apart: how often the query names the pictured entity (recognised, or read from
+  the image results' titles) and the question's attribute, and the accuracy where it names both (reading).
 - ``on_demand`` at temperature 1: the format-valid rate (target >= 95%), the base model's search ratio
   (its uncalibrated habit, which reinforcement learning then calibrates) and accuracy.
 - ``chance``: the accuracy of always answering the most common answer of the attribute among the
@@ -78,7 +80,34 @@ def group_figures(trajectories: list["Trajectory"], samples: list) -> dict[str, 
     return figures
 
 
-def evaluate_pretrained(policy: "Policy", cfg: Any, world_dir: Path, toolbox: "Toolbox", progress: bool = False) -> dict:
+def query_figures(trajectories: list["Trajectory"], samples: list, world: "World") -> dict[str, dict[str, float | None]]:
+    """Per knowledge group (and ``all``), the rag workflow's three skills apart: the share of queries that name
+    the pictured entity, the share that name the question's attribute, and the accuracy where both are named
+    (None where no query named both)."""
+    from mmsearch_r1.models.demos import fact_in, name_in
+    from mmsearch_r1.protocol import parse_turn
+    from mmsearch_r1.reward import score
+
+    by_group: dict[str, list[tuple[bool, bool, bool]]] = {}
+    for trajectory, sample in zip(trajectories, samples):
+        turns = trajectory.assistant_turns
+        action = parse_turn(turns[0]) if turns else None
+        query = action.query if action is not None and action.kind == "text_search" else ""
+        entity = name_in(query, sample.extra["entity"])
+        attribute = fact_in(query, [world.attribute(sample.extra["attribute"]).phrase])
+        correct = bool(turns and score(turns, sample.answers).accuracy)
+        for key in (sample.extra.get("group", "unknown"), "all"):
+            by_group.setdefault(key, []).append((entity, attribute, correct))
+    figures = {}
+    for group, rows in by_group.items():
+        both = [correct for entity, attribute, correct in rows if entity and attribute]
+        figures[group] = {"query_names_entity": round(sum(r[0] for r in rows) / len(rows), 4),
+                          "query_names_attribute": round(sum(r[1] for r in rows) / len(rows), 4),
+                          "accuracy_when_both": round(sum(both) / len(both), 4) if both else None}
+    return figures
+
+
+def evaluate_pretrained(policy: "Policy", cfg: Any, world: "World", world_dir: Path, toolbox: "Toolbox", progress: bool = False) -> dict:
     """Run the three rollouts of the report and return their figures per group."""
     from mmsearch_r1.engines.config import SamplingConfig
     from mmsearch_r1.engines.hf import HFEngine
@@ -98,10 +127,12 @@ def evaluate_pretrained(policy: "Policy", cfg: Any, world_dir: Path, toolbox: "T
         trajectories = rollout(samples, engine, toolbox, protocol=cfg.protocol, sampling=sampling, seed=cfg.seed,
                                workflow=workflow, progress=progress)
         figures[name] = group_figures(trajectories, samples)
+        if name == "rag":
+            rag_query = query_figures(trajectories, samples, world)
         seconds[name] = round(time.perf_counter() - clock, 2)
     chance = {g: round(chance_accuracy(train, [s for s in samples if s.extra.get("group") == g]), 4) for g in GROUP_ORDER}
     chance["all"] = round(chance_accuracy(train, samples), 4)
-    return {"questions": len(samples), "chance": chance, "figures": figures, "seconds": seconds}
+    return {"questions": len(samples), "chance": chance, "figures": figures, "rag_query": rag_query, "seconds": seconds}
 
 
 def verdicts(evaluation: dict) -> dict[str, bool]:
@@ -133,6 +164,13 @@ def markdown(report: dict) -> str:
             continue
         lines.append(f"| {group} | {d['accuracy']:.2f} | {ev['chance'].get(group, float('nan')):.2f} | {r['accuracy']:.2f} | {o['accuracy']:.2f} | "
                      f"{o['format_valid']:.3f} | {o['search_ratio']:.2f} | {o['image_search_ratio']:.2f} / {o['text_search_ratio']:.2f} |")
+    if "rag_query" in ev:  # reports written before it came in lack it
+        lines += ["", "The rag workflow's query, taken apart (what reading a result needs):", "",
+                  "| group | query names the entity | query names the attribute | rag acc. where it names both |", "|---|---|---|---|"]
+        for group in (*GROUP_ORDER, "all"):
+            if q := ev["rag_query"].get(group):
+                both = "–" if q["accuracy_when_both"] is None else f"{q['accuracy_when_both']:.2f}"
+                lines.append(f"| {group} | {q['query_names_entity']:.2f} | {q['query_names_attribute']:.2f} | {both} |")
     lines += ["", "## Checks", ""] + [f"- [{'x' if ok else ' '}] {name}" for name, ok in report["checks"].items()]
     t = report["training"]
     lines += ["", "## Training", "",
@@ -149,7 +187,7 @@ def write_report(policy: "Policy", cfg: Any, world: "World", world_dir: Path, to
                  summary: dict, timings: dict[str, float], progress: bool = False) -> dict:
     """Evaluate the pretrained policy and write ``pretrain_report.json`` and ``.md`` into ``out``."""
     clock = time.perf_counter()
-    evaluation = evaluate_pretrained(policy, cfg, world_dir, toolbox, progress)
+    evaluation = evaluate_pretrained(policy, cfg, world, world_dir, toolbox, progress)
     timings = {**timings, "report": time.perf_counter() - clock}
     timings["total"] = sum(timings.values())
     report = {**summary, "report_samples": cfg.pretrain.report_samples, "evaluation": evaluation,
