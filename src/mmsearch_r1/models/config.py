@@ -39,11 +39,12 @@ DEMONSTRATIONS_VERSION = 2  # 2: the reasoning ends with the action it takes
 
 # The schedule of each world size: the values of the pretraining fields left unset (None), by the size of the
 # world pretrained on (``PretrainConfig.schedule`` picks another). The default world's is the recipe with more
-# reading; the small world's fits that world's budget (build and pretraining in 90 s on 2 CPU cores, for tests
-# and a first look): it teaches the knowledge groups but not reading (docs/model.md, "Schedules").
+# reading, and copy drills; the small world's fits that world's budget (build and pretraining in 90 s on 2 CPU
+# cores, for tests and a first look): it teaches the knowledge groups but not reading, and copy drills did not
+# change that (docs/model.md, "Schedules", "Copy drills").
 SCHEDULES: dict[str, dict[str, float | int]] = {
-    "default": {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320},
-    "small": {"epochs": 7.0, "protocol_demos": 200, "reading_drills": 80},
+    "default": {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320, "copy_drills": 400},
+    "small": {"epochs": 7.0, "protocol_demos": 200, "reading_drills": 80, "copy_drills": 0},
 }
 
 
@@ -59,9 +60,9 @@ class PretrainConfig(Section):
     # Threads, device and head_on_loss_only change the rounding, not the run's schedule: a run interrupted with one
     # value resumes with another.
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"threads", "device", "head_on_loss_only", "report_samples", "checkpoint_every"})
-    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0, "schedule": "auto"}  # see config.stamp_settings
+    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0, "schedule": "auto", "copy_drills": 0}  # see config.stamp_settings
 
-    schedule: Literal["auto", "small", "default"] = Field("auto", description="Whose schedule fills the fields left unset (epochs, protocol_demos, reading_drills): auto, that of the world's size; small fits the small world's 90-second budget and does not teach reading; default is the recipe that does (docs/model.md, \"Schedules\").")
+    schedule: Literal["auto", "small", "default"] = Field("auto", description="Whose schedule fills the fields left unset (epochs, protocol_demos, reading_drills, copy_drills): auto, that of the world's size; small fits the small world's 90-second budget and does not teach reading; default is the recipe that does (docs/model.md, \"Schedules\").")
 
     lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (3e-3 is too high for the tiny model: facts stop being memorised).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
@@ -83,6 +84,7 @@ class PretrainConfig(Section):
     unrecognised_drills: int = Field(6, ge=0, le=256, description="Fresh renderings of each other entity drilled per epoch (the model says it does not recognise it).")
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
     reading_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value; None: the schedule's ({_on_each('reading_drills')}).")
+    copy_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Copy drills in each warm-up epoch (the first drill_epochs): twelve of the world's answer words, then the same words again, all trained; dense practice of the copying that reading results takes (docs/model.md, \"Copy drills\"); None: the schedule's ({_on_each('copy_drills')}).")
     naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
     refuse_unknown: bool = Field(True, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")

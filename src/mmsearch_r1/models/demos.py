@@ -483,6 +483,28 @@ def reading_demo(drill_id: str, question: str, hits: list["TextHit"], answer: st
     return demo
 
 
+COPY_PROMPT = "Repeat:"
+
+
+def copy_demo(drill_id: str, words: Sequence[str]) -> Demonstration:
+    """Copying practice: ``Repeat:`` and a list of words, then the same words again, all trained.
+
+    Every word after the first is right only by copying, so these short chats teach, early and densely, the
+    pattern that reading results takes: find where the words just written stood before, and write the word
+    that followed them there. The words are the world's answer words, so no name is ever followed by a
+    random word (copy drills with the entities' names among the words broke the attribute a query names,
+    docs/model.md, "Copy drills").
+
+    >>> demo = copy_demo("c", ["red", "salt"])
+    >>> demo.messages[0].text, demo.messages[1].text, [p.trained for p in demo.turns[0]]
+    ('Repeat: red salt', ' red salt', [True])
+    """
+    said = "".join(f" {w}" for w in words)
+    demo = Demonstration(drill_id, "copy", [Message("user", [COPY_PROMPT + said])], [])
+    demo.add_turn([Piece(said)], "answer")
+    return demo
+
+
 def naming_demo(drill_id: str, question: str, hits: list["ImageHit"], entity: "Entity", phrase: str, templates: Templates) -> Demonstration:
     """Name-reading practice: one chat of image results and the question, then the name the top title gives
     and a text query with it (``results show`` as in an episode).

@@ -22,6 +22,8 @@ Choices worth knowing:
   turn, so that recognition carries over to the far longer first turn of an episode.
 - *Reading drills* (``reading_drills`` per epoch) are the last step of an episode alone: text results, then
   the answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
+- *Copy drills* (``copy_drills`` per warm-up epoch) are a list of the world's answer words, then the same
+  words again: dense practice, from the first steps, of the copying that reading results takes.
 - *Name-reading drills* and *swapped names* (``naming_drills``, ``swapped_names``; off by default) show image
   results whose titles name another entity than the pictured one, so that naming an entity the model cannot
   recognise is learnt as reading the title (docs/model.md, "Reading names").
@@ -62,7 +64,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD, STREAM_NAMES = 101, 102, 103, 104, 105, 106
+STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD, STREAM_NAMES, STREAM_COPY = 101, 102, 103, 104, 105, 106, 107
+COPY_WORDS = 12  # words in one copy drill
 
 
 # --- the world's text, tools and questions -----------------------------------------------------------
@@ -237,7 +240,8 @@ class DemoSource:
         return out
 
     def drills(self, e: int) -> list["Encoded"]:
-        """Knowledge drills (fresh renderings of every entity, fact-group facts asked by name), then reading and name-reading drills."""
+        """Knowledge drills (fresh renderings of every entity, fact-group facts asked by name), then reading,
+        name-reading and (in the warm-up epochs) copy drills."""
         import numpy as np
 
         from mmsearch_r1.models.demos import Drill, drill_demo
@@ -260,7 +264,7 @@ class DemoSource:
         out = [self._encode(drill_demo(f"drill-{e}-c{k}", [d], self.templates, direct=k < direct)) for k, d in enumerate(order[:in_context])]
         packed = order[in_context:]
         chats = [packed[i:i + p.drill_size] for i in range(0, len(packed), p.drill_size)]
-        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng) + self.naming(e)
+        return out + [self._encode(drill_demo(f"drill-{e}-{k}", chat)) for k, chat in enumerate(chats)] + self.reading(e, rng) + self.naming(e) + self.copying(e)
 
     def reading(self, e: int, rng: "np.random.Generator") -> list["Encoded"]:
         """``reading_drills`` reading drills, on the facts of every entity in turn, each with a made-up value.
@@ -289,6 +293,20 @@ class DemoSource:
             shown = with_value(hits, world, entity, fact.attribute, value)
             out.append(self._encode(reading_demo(f"read-{e}-{r}", question, shown, value, attribute.fact_sentence, self.templates)))
         return out
+
+    def copying(self, e: int) -> list["Encoded"]:
+        """``copy_drills`` copy drills in each warm-up epoch (the first ``drill_epochs``), each twelve of the
+        world's answer words drawn at random and then repeated (``demos.copy_demo``)."""
+        import numpy as np
+
+        from mmsearch_r1.models.demos import copy_demo, world_values
+
+        count = self.cfg.pretrain.copy_drills
+        if count == 0 or e >= self.cfg.pretrain.drill_epochs:
+            return []
+        rng = np.random.default_rng([self.cfg.seed, STREAM_COPY, e])
+        words = sorted({value for values in world_values(self.world).values() for value in values})
+        return [self._encode(copy_demo(f"copy-{e}-{r}", [words[int(i)] for i in rng.integers(len(words), size=COPY_WORDS)])) for r in range(count)]
 
     def naming(self, e: int) -> list["Encoded"]:
         """``naming_drills`` name-reading drills: a fresh rendering of every entity the model cannot recognise in
