@@ -206,7 +206,8 @@ def test_unset_schedule_fields_take_the_world_sizes_schedule_and_set_ones_are_ke
     assert unset.for_world("default").model_dump() == {**unset.model_dump(), **SCHEDULES["default"]}
     small = unset.for_world("small")
     assert {key: getattr(small, key) for key in SCHEDULES["small"]} == SCHEDULES["small"]
-    assert all(SCHEDULES["small"][key] <= SCHEDULES["default"][key] for key in SCHEDULES["small"])  # the small world's budget is the shorter
+    assert all(SCHEDULES["small"][key] < SCHEDULES["default"][key] for key in ("epochs", "protocol_demos", "reading_drills"))  # the small world's budget is the shorter
+    assert SCHEDULES["small"]["copy_drills"] == 0 < SCHEDULES["default"]["copy_drills"]  # they did not help the small world (docs/model.md)
     mixed = load_config(None, ["pretrain.epochs=12", "pretrain.schedule=default"]).pretrain.for_world("small")
     assert (mixed.epochs, mixed.protocol_demos) == (12.0, SCHEDULES["default"]["protocol_demos"])
     assert SCHEDULES["small"].keys() == SCHEDULES["default"].keys()
@@ -261,7 +262,8 @@ def test_the_demos_pretraining_stamp_sees_the_values_the_schedule_gives():
 def test_copy_drills_repeat_the_worlds_answer_words_in_the_warm_up_only(monkeypatch):
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.demos import world_values
-    from mmsearch_r1.models.pretrain import COPY_WORDS, DemoSource
+    from mmsearch_r1.models.config import COPY_WORDS
+    from mmsearch_r1.models.pretrain import DemoSource
     from mmsearch_r1.world.build import generate_world
 
     monkeypatch.setattr(DemoSource, "_encode", lambda self, demo: demo)
@@ -279,6 +281,21 @@ def test_copy_drills_repeat_the_worlds_answer_words_in_the_warm_up_only(monkeypa
     assert said == [demo.messages[0].text for demo in source.copying(0)] != [demo.messages[0].text for demo in source.copying(1)]  # the seed's, fresh each epoch
     source.cfg = load_config(None, ["pretrain.copy_drills=0"])
     assert source.copying(0) == []
+
+
+def test_an_epochs_drills_hold_the_copy_drills_in_the_warm_up_only(monkeypatch):
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.pretrain import DemoSource
+    from mmsearch_r1.protocol import Templates
+    from mmsearch_r1.world.build import generate_world
+
+    monkeypatch.setattr(DemoSource, "_encode", lambda self, demo: demo)
+    monkeypatch.setattr("mmsearch_r1.world.render.render_entity", lambda world, entity, rng: None)  # no pixels needed
+    source = DemoSource.__new__(DemoSource)
+    source.world, source.templates = generate_world(seed=0, size="small"), Templates.load()
+    source.cfg = load_config(None, ["pretrain.copy_drills=3", "pretrain.reading_drills=0", "pretrain.sight_drills=1", "pretrain.unrecognised_drills=1"])
+    copies = [[d.sample_id for d in source.drills(e) if d.group == "copy"] for e in (0, 3, 4)]
+    assert copies == [[f"copy-0-{r}" for r in range(3)], [f"copy-3-{r}" for r in range(3)], []]
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):

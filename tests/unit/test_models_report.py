@@ -23,9 +23,11 @@ def test_the_rag_query_is_taken_apart_into_entity_attribute_and_reading():
             episode(f"{entity.name} {phrase}", "nothing"),  # the right query, read wrong
             episode(f"{other.name} {phrase}", fact.answer),  # another name
             episode(f"{entity.name} {wrong_phrase}", "nothing"),  # another attribute
-            SimpleNamespace(assistant_turns=[f"<reason>I know.</reason><answer> {fact.answer}</answer>"])]  # no query
+            SimpleNamespace(assistant_turns=[f"<reason>I know.</reason><answer> {fact.answer}</answer>"]),  # no query
+            SimpleNamespace(assistant_turns=["<reason>Search images.</reason><search><img></search>"]),  # another tool
+            SimpleNamespace(assistant_turns=[])]  # nothing said
     figures = query_figures(runs, [sample] * len(runs), world)
-    assert figures["neither"] == figures["all"] == {"query_names_entity": 0.6, "query_names_attribute": 0.6, "accuracy_when_both": 0.5}
+    assert figures["neither"] == figures["all"] == {"query_names_entity": 0.4286, "query_names_attribute": 0.4286, "accuracy_when_both": 0.5}
     none = query_figures(runs[2:3], [sample], world)["all"]
     assert none["accuracy_when_both"] is None and "| neither | 0.00 | 1.00 | – |" in markdown(_report({"neither": none}))
     assert "query names the entity" not in markdown(_report(None))  # a report written before the breakdown

@@ -89,7 +89,8 @@ def pretrain(
     not): read the report's checks, and try another --seed where reading fails (docs/model.md).
     On a small world the unset schedule fields (epochs, protocol_demos, reading_drills, copy_drills) take the small world's
     schedule: 78-96 s with the build, and a model that knows its groups but does not read the results (on 4
-    seeds of 5); --set pretrain.schedule=default gives the default world's (about 4 minutes there).
+    seeds of 5); --set pretrain.schedule=default --set pretrain.copy_drills=0 gives the default world's as
+    measured there (about 4 minutes).
     """
     from mmsearch_r1.models.pretrain import pretrain as run_pretrain
 

@@ -37,6 +37,8 @@ class ModelConfig(Section):
 # tokenizer is trained on (models/tokenizer.py, ``_BASE_TEXT``).
 DEMONSTRATIONS_VERSION = 2  # 2: the reasoning ends with the action it takes
 
+COPY_WORDS = 12  # words in one copy drill (``PretrainConfig.copy_drills``)
+
 # The schedule of each world size: the values of the pretraining fields left unset (None), by the size of the
 # world pretrained on (``PretrainConfig.schedule`` picks another). The default world's is the recipe with more
 # reading, and copy drills; the small world's fits that world's budget (build and pretraining in 90 s on 2 CPU
@@ -84,7 +86,7 @@ class PretrainConfig(Section):
     unrecognised_drills: int = Field(6, ge=0, le=256, description="Fresh renderings of each other entity drilled per epoch (the model says it does not recognise it).")
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
     reading_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value; None: the schedule's ({_on_each('reading_drills')}).")
-    copy_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Copy drills in each warm-up epoch (the first drill_epochs): twelve of the world's answer words, then the same words again, all trained; dense practice of the copying that reading results takes (docs/model.md, \"Copy drills\"); None: the schedule's ({_on_each('copy_drills')}).")
+    copy_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Copy drills in each warm-up epoch (the first drill_epochs): {COPY_WORDS} of the world's answer words, then the same words again, all trained; dense practice of the copying that reading results takes (docs/model.md, \"Copy drills\"); None: the schedule's ({_on_each('copy_drills')}).")
     naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
     refuse_unknown: bool = Field(True, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")

@@ -487,13 +487,15 @@ COPY_PROMPT = "Repeat:"
 
 
 def copy_demo(drill_id: str, words: Sequence[str]) -> Demonstration:
-    """Copying practice: ``Repeat:`` and a list of words, then the same words again, all trained.
+    """Copying practice: ``Repeat:`` and a list of words, then the same words again, all trained (the end of
+    the turn too, as in reading drills).
 
-    Every word after the first is right only by copying, so these short chats teach, early and densely, the
-    pattern that reading results takes: find where the words just written stood before, and write the word
-    that followed them there. The words are the world's answer words, so no name is ever followed by a
-    random word (copy drills with the entities' names among the words broke the attribute a query names,
-    docs/model.md, "Copy drills").
+    Every word is right only by copying, so these short chats teach, early and densely, the pattern that
+    reading results takes: find where the words just written stood before, and write the word that followed
+    them there. Pretraining draws the words with repeats, so a word may stand twice and only the words
+    before it tell which comes next, as in results that say ``is`` many times. The words are the world's
+    answer words, so no name is ever followed by a random word (copy drills with the entities' names among
+    the words broke the attribute a query names, docs/model.md, "Copy drills").
 
     >>> demo = copy_demo("c", ["red", "salt"])
     >>> demo.messages[0].text, demo.messages[1].text, [p.trained for p in demo.turns[0]]

@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD, STREAM_NAMES, STREAM_COPY = 101, 102, 103, 104, 105, 106, 107
-COPY_WORDS = 12  # words in one copy drill
 
 
 # --- the world's text, tools and questions -----------------------------------------------------------
@@ -295,10 +294,11 @@ class DemoSource:
         return out
 
     def copying(self, e: int) -> list["Encoded"]:
-        """``copy_drills`` copy drills in each warm-up epoch (the first ``drill_epochs``), each twelve of the
-        world's answer words drawn at random and then repeated (``demos.copy_demo``)."""
+        """``copy_drills`` copy drills in each warm-up epoch (the first ``drill_epochs``), each ``COPY_WORDS`` of
+        the world's answer words drawn at random (with repeats) and then repeated (``demos.copy_demo``)."""
         import numpy as np
 
+        from mmsearch_r1.models.config import COPY_WORDS
         from mmsearch_r1.models.demos import copy_demo, world_values
 
         count = self.cfg.pretrain.copy_drills

@@ -84,7 +84,7 @@ def query_figures(trajectories: list["Trajectory"], samples: list, world: "World
     """Per knowledge group (and ``all``), the rag workflow's three skills apart: the share of queries that name
     the pictured entity, the share that name the question's attribute, and the accuracy where both are named
     (None where no query named both)."""
-    from mmsearch_r1.models.demos import fact_in, name_in
+    from mmsearch_r1.models.demos import fact_in, name_in, sample_entity
     from mmsearch_r1.protocol import parse_turn
     from mmsearch_r1.reward import score
 
@@ -93,8 +93,9 @@ def query_figures(trajectories: list["Trajectory"], samples: list, world: "World
         turns = trajectory.assistant_turns
         action = parse_turn(turns[0]) if turns else None
         query = action.query if action is not None and action.kind == "text_search" else ""
-        entity = name_in(query, sample.extra["entity"])
-        attribute = fact_in(query, [world.attribute(sample.extra["attribute"]).phrase])
+        pictured, asked = sample_entity(sample, world)
+        entity = name_in(query, pictured.name)
+        attribute = fact_in(query, [world.attribute(asked).phrase])
         correct = bool(turns and score(turns, sample.answers).accuracy)
         for key in (sample.extra.get("group", "unknown"), "all"):
             by_group.setdefault(key, []).append((entity, attribute, correct))
@@ -122,14 +123,14 @@ def evaluate_pretrained(policy: "Policy", cfg: Any, world: "World", world_dir: P
     runs = {"direct": ("direct", greedy), "rag": ("rag", greedy), "on_demand_t1": ("on_demand", sampled)}
     figures: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    episodes: dict[str, list["Trajectory"]] = {}
     for name, (workflow, sampling) in runs.items():
         clock = time.perf_counter()
-        trajectories = rollout(samples, engine, toolbox, protocol=cfg.protocol, sampling=sampling, seed=cfg.seed,
-                               workflow=workflow, progress=progress)
-        figures[name] = group_figures(trajectories, samples)
-        if name == "rag":
-            rag_query = query_figures(trajectories, samples, world)
+        episodes[name] = rollout(samples, engine, toolbox, protocol=cfg.protocol, sampling=sampling, seed=cfg.seed,
+                                 workflow=workflow, progress=progress)
+        figures[name] = group_figures(episodes[name], samples)
         seconds[name] = round(time.perf_counter() - clock, 2)
+    rag_query = query_figures(episodes["rag"], samples, world)
     chance = {g: round(chance_accuracy(train, [s for s in samples if s.extra.get("group") == g]), 4) for g in GROUP_ORDER}
     chance["all"] = round(chance_accuracy(train, samples), 4)
     return {"questions": len(samples), "chance": chance, "figures": figures, "rag_query": rag_query, "seconds": seconds}
