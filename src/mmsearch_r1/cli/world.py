@@ -85,8 +85,8 @@ def pretrain(
     Model sizes come from the `model` config section and training from `pretrain` (see `mmsearch-r1 config docs`).
     Running it again with the same --out resumes from the last checkpoint. The result loads with `load_policy(OUT)`.
     On the default world (48 entities) the defaults take 5-5.5 minutes on 2 CPU cores; the model knows what
-    its knowledge groups prescribe on every seed tried, and learnt to read the results on 4 of 5 (seed 1 did
-    not): read the report's checks, and try another --seed where reading fails (docs/model.md).
+    its knowledge groups prescribe on every seed tried, and met the reading check on 6 of 8 (seed 1 did not
+    read): read the report's checks, and try another --seed where reading fails (docs/model.md).
     On a small world the unset schedule fields (epochs, protocol_demos, reading_drills, copy_drills) take the small world's
     schedule: 78-96 s with the build, and a model that knows its groups but does not read the results (on 4
     seeds of 5); --set pretrain.schedule=default --set pretrain.copy_drills=0 gives the default world's as
