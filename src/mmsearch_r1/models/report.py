@@ -56,21 +56,35 @@ def chance_accuracy(train: list, test: list) -> float:
     return sum(hits) / len(hits) if hits else 0.0
 
 
+def graded(trajectory: "Trajectory", sample) -> Any:
+    """The reward's breakdown of an episode against its sample's answers (``reward.score``); None when the
+    episode has no assistant turn."""
+    from mmsearch_r1.reward import score
+
+    turns = trajectory.assistant_turns
+    return score(turns, sample.answers) if turns else None
+
+
+def by_group(samples: list, rows: list) -> dict[str, list]:
+    """Each row, one per sample, under its sample's knowledge group and under ``all``."""
+    grouped: dict[str, list] = {}
+    for sample, row in zip(samples, rows):
+        for key in (sample.extra.get("group", "unknown"), "all"):
+            grouped.setdefault(key, []).append(row)
+    return grouped
+
+
 def group_figures(trajectories: list["Trajectory"], samples: list) -> dict[str, dict[str, float]]:
     """Per knowledge group (and ``all``): n, accuracy, format-valid rate, search ratio, image/text search ratios."""
     from mmsearch_r1.eval.metrics import outcome_of, summarize
-    from mmsearch_r1.reward import score
 
-    by_group: dict[str, list] = {}
+    per_sample = []
     for trajectory, sample in zip(trajectories, samples):
-        turns = trajectory.assistant_turns
-        breakdown = score(turns, sample.answers) if turns else None
-        correct = bool(breakdown and breakdown.accuracy)
+        breakdown = graded(trajectory, sample)
         fmt = float(breakdown.format) if breakdown else 0.0
-        for key in (sample.extra.get("group", "unknown"), "all"):
-            by_group.setdefault(key, []).append((outcome_of(trajectory, correct), fmt))
+        per_sample.append((outcome_of(trajectory, bool(breakdown and breakdown.accuracy)), fmt))
     figures = {}
-    for group, rows in by_group.items():
+    for group, rows in by_group(samples, per_sample).items():
         m = summarize([o for o, _ in rows], bootstrap_samples=0)
         figures[group] = {
             "n": m.n, "accuracy": round(m.accuracy, 4), "format_valid": round(sum(f for _, f in rows) / len(rows), 4),
@@ -86,21 +100,17 @@ def query_figures(trajectories: list["Trajectory"], samples: list, world: "World
     (None where no query named both)."""
     from mmsearch_r1.models.demos import fact_in, name_in, sample_entity
     from mmsearch_r1.protocol import parse_turn
-    from mmsearch_r1.reward import score
 
-    by_group: dict[str, list[tuple[bool, bool, bool]]] = {}
+    per_sample = []
     for trajectory, sample in zip(trajectories, samples):
         turns = trajectory.assistant_turns
         action = parse_turn(turns[0]) if turns else None
         query = action.query if action is not None and action.kind == "text_search" else ""
         pictured, asked = sample_entity(sample, world)
-        entity = name_in(query, pictured.name)
-        attribute = fact_in(query, [world.attribute(asked).phrase])
-        correct = bool(turns and score(turns, sample.answers).accuracy)
-        for key in (sample.extra.get("group", "unknown"), "all"):
-            by_group.setdefault(key, []).append((entity, attribute, correct))
+        breakdown = graded(trajectory, sample)
+        per_sample.append((name_in(query, pictured.name), fact_in(query, [world.attribute(asked).phrase]), bool(breakdown and breakdown.accuracy)))
     figures = {}
-    for group, rows in by_group.items():
+    for group, rows in by_group(samples, per_sample).items():
         both = [correct for entity, attribute, correct in rows if entity and attribute]
         figures[group] = {"query_names_entity": round(sum(r[0] for r in rows) / len(rows), 4),
                           "query_names_attribute": round(sum(r[1] for r in rows) / len(rows), 4),
