@@ -14,6 +14,7 @@ from mmsearch_r1.models.demos import (
     Drill,
     MadeUpFacts,
     Planned,
+    Slip,
     SwappedNames,
     draw_actions,
     drill_demo,
@@ -23,6 +24,7 @@ from mmsearch_r1.models.demos import (
     name_in,
     reading_demo,
     scripted_demonstrations,
+    slip_words,
     stated_value,
     top_image_title,
     top_text_summary,
@@ -65,7 +67,7 @@ class FakeTextSearch(TextSearch):
     def search(self, query, k=5):
         self.queries.append(query)
         name = query.split()[0]
-        entity = self.world.entity(name)
+        entity = next((e for e in self.world.entities if e.name == name), self.world.entities[0])  # a query without a name: some page
         sentences = [self.world.fact_sentence(f) for f in entity.facts if self.world.attribute(f.attribute).phrase in query]
         return [TextHit(f"{name} guild profile", f"https://demo.world/{name.lower()}", " ".join(sentences) + f" {name} is old.")][:k]
 
@@ -303,3 +305,30 @@ def test_refusals_train_what_a_model_that_does_not_know_can_answer(world, setup,
     _, pieces = run(("text_search", "answer"))  # a query is written as without refusals
     assert [(p.text, p.trained) for p in pieces if p.text == f" {entity.name}"][-1] == (f" {entity.name}", entity.known_by_sight)
     assert not any(REFUSAL in p.text for p in pieces)
+
+
+@pytest.mark.parametrize("place, actions", [("results", ("image_search", "text_search", "answer")), ("results", ("image_search", "answer")),
+                                            ("query", ("text_search", "answer")), ("query", ("image_search", "text_search", "answer"))])
+def test_a_slip_keeps_its_word_out_of_the_loss_and_the_episode_goes_on_in_the_format(world, setup, place, actions):
+    toolbox, samples = setup
+    sample = samples["sight_facts"]
+    entity, attribute = world.entity(sample.extra["entity"]), sample.extra["attribute"]
+    word, phrase = world_values(world)[attribute][0], world.attribute(attribute).phrase
+    assert word in slip_words(world) and phrase in slip_words(world) and not {e.name for e in world.entities} & set(slip_words(world))
+    planned = Planned(sample, entity, attribute, actions, slip=Slip(place, word))
+    [demo] = scripted_demonstrations(world, [planned], toolbox, ProtocolConfig(), "on_demand", Templates.load(), refuse=True)
+    turns = [m.text for m in demo.messages if m.role == "assistant"]
+    assert [turn_shape(t) for t in turns] == list(actions)  # every turn in the format, the planned actions taken
+    pieces = [p for turn in demo.turns for p in turn]
+    assert all(not p.trained for p in pieces if p.text == f" {word}") and any(p.text == f" {word}" for p in pieces)
+    if place == "results":  # the name the image results give, slipped: nothing is known of what it names
+        assert turns[1].startswith(f"<reason>The results show {word}, but I know little of it.")
+        assert [(p.text, p.trained) for p in demo.turns[1][:5]] == [
+            ("<reason>The results show", True), (f" {word}", False), (",", True), (" but", False), (" I know little of it.", True)]
+        if actions[1] == "answer":
+            assert turns[1].endswith(f"<answer> {REFUSAL}</answer>")
+    else:  # the reasoning names the entity; the query alone slips, the rest of it trained
+        assert f" {entity.name}," in turns[-2]
+    if "text_search" in actions:
+        assert toolbox.text.queries[-1] == f"{word} {phrase}"
+        assert (f" {phrase}</text_search>", True) in [(p.text, p.trained) for p in pieces]

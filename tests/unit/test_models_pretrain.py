@@ -200,14 +200,14 @@ def test_unset_schedule_fields_take_the_world_sizes_schedule_and_set_ones_are_ke
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.config import SCHEDULES
 
-    assert SCHEDULES["default"] == {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320, "copy_drills": 400}  # the defaults before the schedules, and the copy drills
+    assert SCHEDULES["default"] == {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320, "copy_drills": 400, "copy_drills_later": 400, "slips": 0.15}  # the defaults before the schedules, copy drills and slips
     unset = load_config().pretrain
     assert all(getattr(unset, key) is None for key in SCHEDULES["default"])
     assert unset.for_world("default").model_dump() == {**unset.model_dump(), **SCHEDULES["default"]}
     small = unset.for_world("small")
     assert {key: getattr(small, key) for key in SCHEDULES["small"]} == SCHEDULES["small"]
     assert all(SCHEDULES["small"][key] < SCHEDULES["default"][key] for key in ("epochs", "protocol_demos", "reading_drills"))  # the small world's budget is the shorter
-    assert SCHEDULES["small"]["copy_drills"] == 0 < SCHEDULES["default"]["copy_drills"]  # they did not help the small world (docs/model.md)
+    assert all(SCHEDULES["small"][key] == 0 < SCHEDULES["default"][key] for key in ("copy_drills", "copy_drills_later", "slips"))  # they did not help the small world (docs/model.md)
     mixed = load_config(None, ["pretrain.epochs=12", "pretrain.schedule=default"]).pretrain.for_world("small")
     assert (mixed.epochs, mixed.protocol_demos) == (12.0, SCHEDULES["default"]["protocol_demos"])
     assert SCHEDULES["small"].keys() == SCHEDULES["default"].keys()
@@ -251,7 +251,9 @@ def test_the_demos_pretraining_stamp_sees_the_values_the_schedule_gives():
         return pretrained_fingerprint("world", load_config(None, list(overrides)))
 
     # the default config on the default world without copy drills: its stamp from before the schedules (checked on the code of then)
-    assert stamp("pretrain.copy_drills=0") == "15fb12fb0e2ff96d" != stamp()
+    without = ("pretrain.copy_drills=0", "pretrain.copy_drills_later=0", "pretrain.slips=0")
+    assert stamp(*without) == "15fb12fb0e2ff96d" != stamp(*without[:2]) != stamp(without[0]) != stamp()
+    assert stamp(*without[1:]) == "5d91835efc35ab25"  # copy drills in the warm-up alone: the defaults' stamp before copy_drills_later and slips
     assert stamp("world.size=small") == "0ecd7f87ddfbe1e7"  # the small schedule has no copy drills: its stamp from before them
     by_hand = [f"pretrain.{key}={value}" for key, value in SCHEDULES["small"].items()]
     assert stamp("world.size=small") == stamp("world.size=small", *by_hand) == stamp("world.size=small", "pretrain.schedule=small")
@@ -259,7 +261,7 @@ def test_the_demos_pretraining_stamp_sees_the_values_the_schedule_gives():
     assert stamp("world.size=small") != stamp("world.size=small", "pretrain.schedule=default")
 
 
-def test_copy_drills_repeat_the_worlds_answer_words_in_the_warm_up_only(monkeypatch):
+def test_copy_drills_repeat_the_worlds_answer_words_each_epoch_in_their_counts(monkeypatch):
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.demos import world_values
     from mmsearch_r1.models.config import COPY_WORDS
@@ -268,22 +270,25 @@ def test_copy_drills_repeat_the_worlds_answer_words_in_the_warm_up_only(monkeypa
 
     monkeypatch.setattr(DemoSource, "_encode", lambda self, demo: demo)
     source = DemoSource.__new__(DemoSource)
-    source.world, source.cfg = generate_world(seed=0, size="small"), load_config(None, ["pretrain.copy_drills=5"])
+    source.world, source.cfg = generate_world(seed=0, size="small"), load_config(None, ["pretrain.copy_drills=5", "pretrain.copy_drills_later=2"])
     answers = {value for values in world_values(source.world).values() for value in values}
     names = {entity.name for entity in source.world.entities}
     drills = source.copying(0)
-    assert len(drills) == len(source.copying(3)) == 5 and source.copying(4) == []  # the 4 warm-up epochs only
+    assert len(drills) == len(source.copying(3)) == 5 and len(source.copying(4)) == len(source.copying(9)) == 2  # the 4 warm-up epochs, then the later ones
     for demo in drills:
         shown = demo.messages[0].text.removeprefix("Repeat:").split()
         assert len(shown) == COPY_WORDS and set(shown) <= answers and not set(shown) & names
         assert demo.messages[1].text.split() == shown and all(piece.trained for piece in demo.turns[0])
     said = [demo.messages[0].text for demo in drills]
     assert said == [demo.messages[0].text for demo in source.copying(0)] != [demo.messages[0].text for demo in source.copying(1)]  # the seed's, fresh each epoch
-    source.cfg = load_config(None, ["pretrain.copy_drills=0"])
-    assert source.copying(0) == []
+    assert [demo.messages[0].text for demo in source.copying(4)] != [demo.messages[0].text for demo in source.copying(5)]
+    source.cfg = load_config(None, ["pretrain.copy_drills=0", "pretrain.copy_drills_later=3"])
+    assert source.copying(0) == [] and len(source.copying(4)) == 3
+    source.cfg = load_config(None, ["pretrain.copy_drills=5", "pretrain.copy_drills_later=0"])
+    assert len(source.copying(3)) == 5 and source.copying(4) == []
 
 
-def test_an_epochs_drills_hold_the_copy_drills_in_the_warm_up_only(monkeypatch):
+def test_an_epochs_drills_hold_its_copy_drills(monkeypatch):
     from mmsearch_r1.config import load_config
     from mmsearch_r1.models.pretrain import DemoSource
     from mmsearch_r1.protocol import Templates
@@ -293,9 +298,9 @@ def test_an_epochs_drills_hold_the_copy_drills_in_the_warm_up_only(monkeypatch):
     monkeypatch.setattr("mmsearch_r1.world.render.render_entity", lambda world, entity, rng: None)  # no pixels needed
     source = DemoSource.__new__(DemoSource)
     source.world, source.templates = generate_world(seed=0, size="small"), Templates.load()
-    source.cfg = load_config(None, ["pretrain.copy_drills=3", "pretrain.reading_drills=0", "pretrain.sight_drills=1", "pretrain.unrecognised_drills=1"])
+    source.cfg = load_config(None, ["pretrain.copy_drills=3", "pretrain.copy_drills_later=1", "pretrain.reading_drills=0", "pretrain.sight_drills=1", "pretrain.unrecognised_drills=1"])
     copies = [[d.sample_id for d in source.drills(e) if d.group == "copy"] for e in (0, 3, 4)]
-    assert copies == [[f"copy-0-{r}" for r in range(3)], [f"copy-3-{r}" for r in range(3)], []]
+    assert copies == [[f"copy-0-{r}" for r in range(3)], [f"copy-3-{r}" for r in range(3)], ["copy-4-0"]]
 
 
 def test_a_checkpoint_of_older_demonstrations_is_not_resumed(tmp_path, monkeypatch):
@@ -332,3 +337,32 @@ def test_the_pretraining_recipe_file_differs_from_the_demos_only_where_it_says()
         differ |= {f"{name}.{key}" for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
     assert differ == marked == {"model.num_layers", "pretrain.epochs", "pretrain.name_before_query", "pretrain.direct_drill_share"}
     assert recipe.seed == demo.seed and recipe.world.size == "small"
+
+
+def test_slips_go_to_the_share_of_plans_that_write_a_name_where_they_can_stand():
+    from mmsearch_r1.config import load_config
+    from mmsearch_r1.models.demos import Planned, slip_words
+    from mmsearch_r1.models.pretrain import DemoSource
+    from mmsearch_r1.world.build import generate_world
+
+    source = DemoSource.__new__(DemoSource)
+    source.world = generate_world(seed=0, size="small")
+    entity = source.world.entities[0]
+    plans = {(0, "on_demand"): [Planned(None, entity, "a", actions) for actions in
+                                [("answer",), ("image_search", "answer"), ("text_search", "answer"), ("image_search", "text_search", "answer")] * 50],
+             (0, "rag"): [Planned(None, entity, "a", ("text_search", "answer"))] * 50, (0, "direct"): [Planned(None, entity, "a", ("answer",))] * 50}
+    source.cfg = load_config(None, ["pretrain.slips=0"])
+    assert source.with_slips(plans, 4) is plans
+    source.cfg = load_config(None, ["pretrain.slips=1"])
+    slipped = source.with_slips(plans, 4)
+    assert slipped == source.with_slips(plans, 4) != source.with_slips(plans, 5)  # the seed's, fresh each epoch
+    can = {("answer",): set(), ("image_search", "answer"): {"results"}, ("text_search", "answer"): {"query"},
+           ("image_search", "text_search", "answer"): {"results", "query"}}
+    for (_, workflow), planned in slipped.items():
+        for p in planned:
+            places = {"results", "query"} if workflow == "rag" else can[p.actions]
+            assert (p.slip is None) == (not places) and (p.slip is None or (p.slip.place in places and p.slip.word in slip_words(source.world)))
+    assert {p.slip.place for p in slipped[(0, "on_demand")] if p.actions == ("image_search", "text_search", "answer")} == {"results", "query"}
+    source.cfg = load_config(None, ["pretrain.slips=0.2"])
+    share = sum(p.slip is not None for p in source.with_slips(plans, 4)[(0, "on_demand")]) / 150  # of the 150 that can slip
+    assert 0.1 < share < 0.3

@@ -84,13 +84,13 @@ def pretrain(
 
     Model sizes come from the `model` config section and training from `pretrain` (see `mmsearch-r1 config docs`).
     Running it again with the same --out resumes from the last checkpoint. The result loads with `load_policy(OUT)`.
-    On the default world (48 entities) the defaults take 5-5.5 minutes on 2 CPU cores; the model knows what
-    its knowledge groups prescribe on every seed tried, and met the reading check on 6 of 8 (seed 1 did not
-    read): read the report's checks, and try another --seed where reading fails (docs/model.md).
-    On a small world the unset schedule fields (epochs, protocol_demos, reading_drills, copy_drills) take the small world's
-    schedule: 78-96 s with the build, and a model that knows its groups but does not read the results (on 4
-    seeds of 5); --set pretrain.schedule=default --set pretrain.copy_drills=0 gives the default world's as
-    measured there (about 4 minutes).
+    On the default world (48 entities) the defaults take 5-6 minutes on 2 CPU cores, and met all four of the
+    report's checks on 7 of the 8 seeds tried: read the report's checks, and try another --seed where one fails
+    (docs/model.md).
+    On a small world the unset schedule fields (epochs, protocol_demos, reading_drills, copy_drills,
+    copy_drills_later, slips) take the small world's schedule: 78-96 s with the build, and a model that knows its
+    groups but does not read the results (on 4 seeds of 5); --set pretrain.schedule=default gives the default
+    world's, which met all four checks there on the one seed tried (about 4 minutes).
     """
     from mmsearch_r1.models.pretrain import pretrain as run_pretrain
 

@@ -41,12 +41,12 @@ COPY_WORDS = 12  # words in one copy drill (``PretrainConfig.copy_drills``)
 
 # The schedule of each world size: the values of the pretraining fields left unset (None), by the size of the
 # world pretrained on (``PretrainConfig.schedule`` picks another). The default world's is the recipe with more
-# reading, and copy drills; the small world's fits that world's budget (build and pretraining in 90 s on 2 CPU
-# cores, for tests and a first look): it teaches the knowledge groups but not reading, and copy drills did not
-# change that (docs/model.md, "Schedules", "Copy drills").
+# reading, copy drills in every epoch and slips; the small world's fits that world's budget (build and pretraining in
+# 90 s on 2 CPU cores, for tests and a first look): it teaches the knowledge groups but not reading, and neither
+# copy drills nor slips changed that (docs/model.md, "Schedules", "Copy drills", "Slips").
 SCHEDULES: dict[str, dict[str, float | int]] = {
-    "default": {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320, "copy_drills": 400},
-    "small": {"epochs": 7.0, "protocol_demos": 200, "reading_drills": 80, "copy_drills": 0},
+    "default": {"epochs": 10.0, "protocol_demos": 450, "reading_drills": 320, "copy_drills": 400, "copy_drills_later": 400, "slips": 0.15},
+    "small": {"epochs": 7.0, "protocol_demos": 200, "reading_drills": 80, "copy_drills": 0, "copy_drills_later": 0, "slips": 0.0},
 }
 
 
@@ -62,9 +62,9 @@ class PretrainConfig(Section):
     # Threads, device and head_on_loss_only change the rounding, not the run's schedule: a run interrupted with one
     # value resumes with another.
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset({"threads", "device", "head_on_loss_only", "report_samples", "checkpoint_every"})
-    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0, "schedule": "auto", "copy_drills": 0}  # see config.stamp_settings
+    ADDED_LATER: ClassVar[dict[str, object]] = {"name_before_query": False, "direct_drill_share": 0.0, "schedule": "auto", "copy_drills": 0, "copy_drills_later": 0, "slips": 0.0}  # see config.stamp_settings
 
-    schedule: Literal["auto", "small", "default"] = Field("auto", description="Whose schedule fills the fields left unset (epochs, protocol_demos, reading_drills, copy_drills): auto, that of the world's size; small fits the small world's 90-second budget and does not teach reading; default is the recipe that does (docs/model.md, \"Schedules\").")
+    schedule: Literal["auto", "small", "default"] = Field("auto", description="Whose schedule fills the fields left unset (epochs, protocol_demos, reading_drills, copy_drills, copy_drills_later, slips): auto, that of the world's size; small fits the small world's 90-second budget and does not teach reading; default is the recipe that does (docs/model.md, \"Schedules\").")
 
     lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (3e-3 is too high for the tiny model: facts stop being memorised).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine decay).")
@@ -87,7 +87,9 @@ class PretrainConfig(Section):
     fact_drills: int = Field(16, ge=0, le=256, description="Times each fact of a fact-group entity is drilled per epoch, asked by name.")
     reading_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Reading drills per epoch, on the facts of every entity in turn: text results stating a made-up value, then that value; None: the schedule's ({_on_each('reading_drills')}).")
     copy_drills: int | None = Field(None, ge=0, le=1_000_000, description=f"Copy drills in each warm-up epoch (the first drill_epochs): {COPY_WORDS} of the world's answer words, then the same words again, all trained; dense practice of the copying that reading results takes (docs/model.md, \"Copy drills\"); None: the schedule's ({_on_each('copy_drills')}).")
+    copy_drills_later: int | None = Field(None, ge=0, le=1_000_000, description=f"Copy drills in each epoch after the warm-up, next to the protocol demonstrations (copy_drills counts those of the warm-up): the copying keeps up while the model learns the episodes (docs/model.md, \"Copy drills\"); None: the schedule's ({_on_each('copy_drills_later')}).")
     naming_drills: int = Field(0, ge=0, le=1_000_000, description="Name-reading drills per epoch: image results on an entity the model cannot recognise whose titles name one of those entities drawn at random, then that name and a query with it (docs/model.md, \"Reading names\").")
+    slips: float | None = Field(None, ge=0.0, le=1.0, description=f"Share of the protocol demonstrations that write a wrong word, left out of the loss, where a name goes (after image results, or in a text query) and go on from it in the format: practice in staying in the format after a slip of the kind sampling at temperature 1 makes (docs/model.md, \"Slips\"); None: the schedule's ({_on_each('slips')}).")
     refuse_unknown: bool = Field(True, description="A protocol demonstration that answers at once a fact the model cannot know answers with the refusal the prompt asks for, trained, instead of the true fact left out of the loss (docs/model.md, \"Where format-valid is lost\").")
     made_up_results: bool = Field(True, description="Protocol demonstrations' text results state made-up values (read and answered): they teach reading, not facts.")
     swapped_names: float = Field(0.0, ge=0.0, le=1.0, description="Share of protocol demonstrations with an image search, on an entity the model cannot recognise, whose results give it another such entity's name (read and followed): naming it then takes reading the title (docs/model.md, \"Reading names\").")

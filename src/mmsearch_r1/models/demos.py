@@ -340,6 +340,37 @@ class Planned:
     attribute: str
     actions: tuple[str, ...]
     shown_as: "Entity | None" = None  # the entity the image results name instead (``SwappedNames``)
+    slip: "Slip | None" = None  # a wrong word written where a name goes, and the episode goes on from it
+
+
+SLIP_PLACES = ("results", "query")
+
+
+@dataclass(frozen=True)
+class Slip:
+    """A wrong word where the demonstration would write the entity's name: after image results (``results``:
+    ``The results show {word},`` and the query that follows, if any) or in a text query alone (``query``).
+
+    The word is kept out of the loss and everything after it is trained as usual, so the demonstration
+    teaches no wrong name, only how an episode goes on in the format after one. Sampled at temperature 1, a
+    tiny model sometimes writes a word of the question or an answer there, and then, having never seen an
+    episode go on from such a word, closes the turn with the wrong tag (docs/model.md, "Slips").
+    """
+
+    place: str
+    word: str
+
+
+def slip_words(world: "World") -> list[str]:
+    """The words a slip writes: the world's answer words and attribute phrases (never a name), sorted.
+
+    >>> from mmsearch_r1.world.build import generate_world
+    >>> words = slip_words(generate_world(seed=0, size="small"))
+    >>> "mascot animal" in words, any(e.name in words for e in generate_world(seed=0, size="small").entities)
+    (True, False)
+    """
+    values = {value for vs in world_values(world).values() for value in vs}
+    return sorted(values | {a.phrase for a in world.attributes})
 
 
 WORKFLOW_ACTIONS = {"direct": ("answer",), "rag": ("text_search", "answer")}  # the model's turns; rag's image search is the environment's
@@ -392,12 +423,17 @@ class DemoScript:
             entity, fact = plan.shown_as, plan.shown_as.fact(plan.attribute).answer
         knows_name = entity.known_by_sight or (title is not None and name_in(title, entity.name))
         knows_facts = entity.facts_known
-        head = first_thoughts(entity.name, entity.known_by_sight, knows_facts) if title is None else results_show(entity.name, knows_name, knows_facts)
+        name, slip = entity.name, plan.slip
+        if slip is not None and slip.place == "results" and title is not None and summary is None:
+            name, knows_name, knows_facts = slip.word, False, False  # no entity is named: nothing is known of it
+        head = first_thoughts(name, entity.known_by_sight, knows_facts) if title is None else results_show(name, knows_name, knows_facts)
         if action == "answer" and summary is not None:
             read = stated_value(summary, attribute.fact_sentence)
             pieces = reading_turn(read or fact, attribute.fact_sentence, read is not None)
+        elif slip is not None and slip.place == "query" and action == "text_search":
+            pieces = naming_turn(head, slip.word, False, action, phrase=attribute.phrase)
         else:
-            pieces = naming_turn(head, entity.name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=knows_facts, refuse=self.refuse)
+            pieces = naming_turn(head, name, knows_name, action, fact=fact, phrase=attribute.phrase, knows_fact=knows_facts, refuse=self.refuse)
         self.pieces[(id(context.images[0]), turn)] = pieces
         return "".join(p.text for p in pieces)
 

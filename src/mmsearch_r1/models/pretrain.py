@@ -22,8 +22,9 @@ Choices worth knowing:
   turn, so that recognition carries over to the far longer first turn of an episode.
 - *Reading drills* (``reading_drills`` per epoch) are the last step of an episode alone: text results, then
   the answer copied from the top summary; the results state a made-up value, so copying is learnt, not facts.
-- *Copy drills* (``copy_drills`` per warm-up epoch) are a list of the world's answer words, then the same
-  words again: dense practice, from the first steps, of the copying that reading results takes.
+- *Copy drills* (``copy_drills`` per warm-up epoch, ``copy_drills_later`` per later epoch) are a list of the
+  world's answer words, then the same words again: dense practice, from the first steps, of the copying
+  that reading results takes.
 - *Name-reading drills* and *swapped names* (``naming_drills``, ``swapped_names``; off by default) show image
   results whose titles name another entity than the pictured one, so that naming an entity the model cannot
   recognise is learnt as reading the title (docs/model.md, "Reading names").
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD, STREAM_NAMES, STREAM_COPY = 101, 102, 103, 104, 105, 106, 107
+STREAM_ACTIONS, STREAM_RENDER, STREAM_BATCHES, STREAM_VALUES, STREAM_SPREAD, STREAM_NAMES, STREAM_COPY, STREAM_SLIPS = 101, 102, 103, 104, 105, 106, 107, 108
 
 
 # --- the world's text, tools and questions -----------------------------------------------------------
@@ -198,7 +199,7 @@ class DemoSource:
             label = f"{workflow}:{'+'.join(actions)}"
             counts[label] = counts.get(label, 0) + 1
             by_round.setdefault((k // len(self.samples), workflow), []).append(Planned(sample, entity, attribute, actions))
-        by_round = self.with_swapped_names(by_round, e)
+        by_round = self.with_slips(self.with_swapped_names(by_round, e), e)
         toolbox = self.toolbox
         if p.made_up_results:
             toolbox = replace(toolbox, text=MadeUpFacts(toolbox.text, world, [self.cfg.seed, STREAM_VALUES, e]))
@@ -235,6 +236,29 @@ class DemoSource:
                 searches_images = "image_search" in planned.actions or key[1] == "rag"
                 if searches_images and not planned.entity.known_by_sight and others and rng.random() < share:
                     planned = replace(planned, shown_as=others[int(rng.integers(len(others)))])
+                out[key].append(planned)
+        return out
+
+    def with_slips(self, by_round: dict, e: int) -> dict:
+        """The plans, a ``slips`` share of those that write a name after image results or in a text query
+        given a slip (``demos.Slip``): its place drawn from the plan's, its word from ``demos.slip_words``."""
+        import numpy as np
+
+        from mmsearch_r1.models.demos import SLIP_PLACES, Slip, slip_words
+
+        share = self.cfg.pretrain.slips
+        if share <= 0:
+            return by_round
+        rng = np.random.default_rng([self.cfg.seed, STREAM_SLIPS, e])
+        words = slip_words(self.world)
+        out = {}
+        for key, plans in sorted(by_round.items()):
+            out[key] = []
+            for planned in plans:
+                has = {"results": key[1] == "rag" or "image_search" in planned.actions, "query": "text_search" in planned.actions}
+                places = [place for place in SLIP_PLACES if has[place]]
+                if places and rng.random() < share:
+                    planned = replace(planned, slip=Slip(places[int(rng.integers(len(places)))], words[int(rng.integers(len(words)))]))
                 out[key].append(planned)
         return out
 
@@ -294,15 +318,17 @@ class DemoSource:
         return out
 
     def copying(self, e: int) -> list["Encoded"]:
-        """``copy_drills`` copy drills in each warm-up epoch (the first ``drill_epochs``), each ``COPY_WORDS`` of
-        the world's answer words drawn at random (with repeats) and then repeated (``demos.copy_demo``)."""
+        """The copy drills of epoch ``e`` (``copy_drills`` in a warm-up epoch, ``copy_drills_later`` in a later
+        one), each ``COPY_WORDS`` of the world's answer words drawn at random (with repeats) and then repeated
+        (``demos.copy_demo``)."""
         import numpy as np
 
         from mmsearch_r1.models.config import COPY_WORDS
         from mmsearch_r1.models.demos import copy_demo, world_values
 
-        count = self.cfg.pretrain.copy_drills
-        if count == 0 or e >= self.cfg.pretrain.drill_epochs:
+        p = self.cfg.pretrain
+        count = p.copy_drills if e < p.drill_epochs else p.copy_drills_later
+        if count == 0:
             return []
         rng = np.random.default_rng([self.cfg.seed, STREAM_COPY, e])
         words = sorted({value for values in world_values(self.world).values() for value in values})
