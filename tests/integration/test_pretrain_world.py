@@ -111,6 +111,35 @@ def test_every_demonstration_names_the_entity_its_own_top_title_gives(world_dir,
     assert len(drilled) > 1 and not any(by_name[name].known_by_sight for name in drilled)  # a recognised entity keeps its own name
 
 
+def test_slipped_demonstrations_stay_in_the_format_on_the_real_indexes(world_dir, monkeypatch):
+    """Slips everywhere they can stand (every workflow, the real indexes and made-up results): every turn is
+    in the format and takes its planned action, and each demonstration that writes a name has one slipped
+    word, out of the loss."""
+    from types import SimpleNamespace
+
+    from mmsearch_r1.models.demos import slip_words
+    from mmsearch_r1.models.pretrain import DemoSource, read_split, world_toolbox
+    from mmsearch_r1.protocol import turn_shape
+    from mmsearch_r1.world.schema import load_world
+
+    samples, world = read_split(world_dir, "train"), load_world(world_dir)
+    cfg = load_config(None, [f"pretrain.protocol_demos={len(samples)}", "pretrain.slips=1.0", "pretrain.drill_epochs=0", "pretrain.rag_share=0.3"])
+    monkeypatch.setattr(DemoSource, "_encode", lambda self, demo: demo)
+    demos = [d for d in DemoSource(cfg, world, samples, world_toolbox(world_dir), SimpleNamespace(image_processor=None)).epoch(0, {})
+             if d.sample_id in {s.id for s in samples}]
+    words = set(slip_words(world))
+    assert len(demos) == len(samples)
+    slipped = 0
+    for demo in demos:
+        turns = [m.text for m in demo.messages if m.role == "assistant"]
+        assert [turn_shape(t) for t in turns] == list(demo.actions), turns
+        untrained = [p.text.strip() for turn in demo.turns for p in turn if not p.trained and p.text.strip() in words]
+        writes_a_name = "text_search" in demo.actions or "The results show" in "".join(turns)
+        assert bool(untrained) == writes_a_name, (demo.sample_id, turns)
+        slipped += writes_a_name
+    assert slipped > len(samples) // 2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_pretraining_on_a_gpu_follows_the_cpu_run(world_dir, tmp_path, monkeypatch):

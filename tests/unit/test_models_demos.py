@@ -67,7 +67,11 @@ class FakeTextSearch(TextSearch):
     def search(self, query, k=5):
         self.queries.append(query)
         name = query.split()[0]
-        entity = next((e for e in self.world.entities if e.name == name), self.world.entities[0])  # a query without a name: some page
+        entity = next((e for e in self.world.entities if e.name == name), None)
+        if entity is None:  # only a slip's query names no entity: it finds the page of one with the queried attribute
+            assert any(query.startswith(f"{word} ") for word in slip_words(self.world)), query
+            entity = next(e for e in self.world.entities if any(self.world.attribute(f.attribute).phrase in query for f in e.facts))
+            name = entity.name
         sentences = [self.world.fact_sentence(f) for f in entity.facts if self.world.attribute(f.attribute).phrase in query]
         return [TextHit(f"{name} guild profile", f"https://demo.world/{name.lower()}", " ".join(sentences) + f" {name} is old.")][:k]
 
@@ -307,28 +311,34 @@ def test_refusals_train_what_a_model_that_does_not_know_can_answer(world, setup,
     assert not any(REFUSAL in p.text for p in pieces)
 
 
-@pytest.mark.parametrize("place, actions", [("results", ("image_search", "text_search", "answer")), ("results", ("image_search", "answer")),
-                                            ("query", ("text_search", "answer")), ("query", ("image_search", "text_search", "answer"))])
-def test_a_slip_keeps_its_word_out_of_the_loss_and_the_episode_goes_on_in_the_format(world, setup, place, actions):
+@pytest.mark.parametrize("workflow, place, actions", [
+    ("on_demand", "results", ("image_search", "text_search", "answer")), ("on_demand", "results", ("image_search", "answer")),
+    ("on_demand", "query", ("text_search", "answer")), ("on_demand", "query", ("image_search", "text_search", "answer")),
+    ("rag", "results", ("text_search", "answer")), ("rag", "query", ("text_search", "answer"))])
+def test_a_slip_keeps_its_word_out_of_the_loss_and_the_episode_goes_on_in_the_format(world, setup, workflow, place, actions):
     toolbox, samples = setup
     sample = samples["sight_facts"]
     entity, attribute = world.entity(sample.extra["entity"]), sample.extra["attribute"]
     word, phrase = world_values(world)[attribute][0], world.attribute(attribute).phrase
     assert word in slip_words(world) and phrase in slip_words(world) and not {e.name for e in world.entities} & set(slip_words(world))
     planned = Planned(sample, entity, attribute, actions, slip=Slip(place, word))
-    [demo] = scripted_demonstrations(world, [planned], toolbox, ProtocolConfig(), "on_demand", Templates.load(), refuse=True)
+    [demo] = scripted_demonstrations(world, [planned], toolbox, ProtocolConfig(), workflow, Templates.load(), refuse=True)
     turns = [m.text for m in demo.messages if m.role == "assistant"]
     assert [turn_shape(t) for t in turns] == list(actions)  # every turn in the format, the planned actions taken
     pieces = [p for turn in demo.turns for p in turn]
     assert all(not p.trained for p in pieces if p.text == f" {word}") and any(p.text == f" {word}" for p in pieces)
+    after_images = 0 if workflow == "rag" else 1  # the turn after the image results
     if place == "results":  # the name the image results give, slipped: nothing is known of what it names
-        assert turns[1].startswith(f"<reason>The results show {word}, but I know little of it.")
-        assert [(p.text, p.trained) for p in demo.turns[1][:5]] == [
+        assert turns[after_images].startswith(f"<reason>The results show {word}, but I know little of it.")
+        assert [(p.text, p.trained) for p in demo.turns[after_images][:5]] == [
             ("<reason>The results show", True), (f" {word}", False), (",", True), (" but", False), (" I know little of it.", True)]
-        if actions[1] == "answer":
-            assert turns[1].endswith(f"<answer> {REFUSAL}</answer>")
+        if actions[after_images] == "answer":
+            assert turns[after_images].endswith(f"<answer> {REFUSAL}</answer>")
     else:  # the reasoning names the entity; the query alone slips, the rest of it trained
         assert f" {entity.name}," in turns[-2]
     if "text_search" in actions:
         assert toolbox.text.queries[-1] == f"{word} {phrase}"
         assert (f" {phrase}</text_search>", True) in [(p.text, p.trained) for p in pieces]
+        read = stated_value(top_text_summary(demo.messages[:-1]), world.attribute(attribute).fact_sentence)  # the episode runs on: it reads what it found
+        assert read is not None
+        assert turns[-1].endswith(f"<answer> {read}</answer>") and (f" {read}", True) in [(p.text, p.trained) for p in demo.turns[-1]]

@@ -17,7 +17,7 @@ world_app = typer.Typer(help="Build and check the demo world (guilds, emblems, f
 def build(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the world into (created if missing; an earlier world there is replaced)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice; the same seed gives byte-identical files. Default: the config's seed."),
-    size: Optional[str] = typer.Option(None, "--size", help="small (20 entities: the demo's world and the tests') or default (48 entities: what the default pretraining teaches the tiny model in about 5 minutes; docs/model.md). Default: world.size of the config."),
+    size: Optional[str] = typer.Option(None, "--size", help="small (20 entities: the demo's world and the tests') or default (48 entities: what the default pretraining teaches the tiny model in 5-6 minutes; docs/model.md). Default: world.size of the config."),
     config: Optional[Path] = ConfigOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:

@@ -354,7 +354,8 @@ class Slip:
     The word is kept out of the loss and everything after it is trained as usual, so the demonstration
     teaches no wrong name, only how an episode goes on in the format after one. Sampled at temperature 1, a
     tiny model sometimes writes a word of the question or an answer there, and then, having never seen an
-    episode go on from such a word, closes the turn with the wrong tag (docs/model.md, "Slips").
+    episode go on from such a word, closes the turn with the wrong tag (docs/model.md, "Slips and copy drills in
+    every epoch"). After a slipped query the episode runs on as any other: its answer reads the top summary.
     """
 
     place: str

@@ -25,6 +25,8 @@ Choices worth knowing:
 - *Copy drills* (``copy_drills`` per warm-up epoch, ``copy_drills_later`` per later epoch) are a list of the
   world's answer words, then the same words again: dense practice, from the first steps, of the copying
   that reading results takes.
+- *Slips* (``slips``, a share of the protocol demonstrations that write a name) write a wrong word there,
+  out of the loss, and go on in the format: what a model that samples a wrong word needs to stay in it.
 - *Name-reading drills* and *swapped names* (``naming_drills``, ``swapped_names``; off by default) show image
   results whose titles name another entity than the pictured one, so that naming an entity the model cannot
   recognise is learnt as reading the title (docs/model.md, "Reading names").
@@ -264,7 +266,7 @@ class DemoSource:
 
     def drills(self, e: int) -> list["Encoded"]:
         """Knowledge drills (fresh renderings of every entity, fact-group facts asked by name), then reading,
-        name-reading and (in the warm-up epochs) copy drills."""
+        name-reading and copy drills (``copying``)."""
         import numpy as np
 
         from mmsearch_r1.models.demos import Drill, drill_demo

@@ -18,7 +18,7 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
 class WorldConfig(Section):
     """The procedurally generated demo world."""
 
-    size: Literal["small", "default"] = Field("default", description="small: 20 entities (the demo's world and the tests'; built in seconds); default: 48 entities, what the default pretraining teaches the tiny model in about 5 minutes on 2 CPU cores (docs/model.md).")
+    size: Literal["small", "default"] = Field("default", description="small: 20 entities (the demo's world and the tests'; built in seconds); default: 48 entities, what the default pretraining teaches the tiny model in 5-6 minutes on 2 CPU cores (docs/model.md).")
     entities: int | None = Field(None, ge=4, le=132, description="Number of entities (split evenly over the 4 knowledge groups); None: the size's preset.")
     cities: int | None = Field(None, ge=2, le=40, description="Number of made-up home cities to draw from; None: the size's preset.")
     min_facts: int = Field(3, ge=1, le=7, description="Fewest attributes an entity has.")
