@@ -85,10 +85,10 @@ def pretrain(
     Model sizes come from the `model` config section and training from `pretrain` (see `mmsearch-r1 config docs`).
     Running it again with the same --out resumes from the last checkpoint. The result loads with `load_policy(OUT)`.
     On the default world (48 entities) the defaults take 5-6 minutes on 2 CPU cores, and met all four of the
-    report's checks on 7 of the 8 seeds tried: read the report's checks, and try another --seed where one fails
+    report's checks on 9 of the 11 seeds tried: read the report's checks, and try another --seed where one fails
     (docs/model.md).
     On a small world the unset schedule fields (epochs, protocol_demos, reading_drills, copy_drills,
-    copy_drills_later, slips) take the small world's schedule: 78-96 s with the build, and a model that knows its
+    copy_drills_later, slips) take the small world's schedule: 75-96 s with the build, and a model that knows its
     groups but does not read the results (on 4 seeds of 5); --set pretrain.schedule=default gives the default
     world's, which met all four checks there on the one seed tried (about 4 minutes).
     """
