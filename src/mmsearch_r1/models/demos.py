@@ -318,6 +318,11 @@ def world_values(world: "World") -> dict[str, list[str]]:
     return {attribute: sorted(v) for attribute, v in values.items()}
 
 
+def answer_words(world: "World") -> list[str]:
+    """Every attribute's values in the world (``world_values``), in one sorted list: the words of copy drills."""
+    return sorted({value for values in world_values(world).values() for value in values})
+
+
 def stated_value(summary: str, sentence: str) -> str | None:
     """The value ``summary`` states in the fact sentence ``sentence`` (``"Its flag colour is {value}."``), if any.
 
@@ -370,8 +375,7 @@ def slip_words(world: "World") -> list[str]:
     >>> "mascot animal" in words, any(e.name in words for e in generate_world(seed=0, size="small").entities)
     (True, False)
     """
-    values = {value for vs in world_values(world).values() for value in vs}
-    return sorted(values | {a.phrase for a in world.attributes})
+    return sorted(set(answer_words(world)) | {a.phrase for a in world.attributes})
 
 
 WORKFLOW_ACTIONS = {"direct": ("answer",), "rag": ("text_search", "answer")}  # the model's turns; rag's image search is the environment's

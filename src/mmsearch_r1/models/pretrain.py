@@ -326,14 +326,14 @@ class DemoSource:
         import numpy as np
 
         from mmsearch_r1.models.config import COPY_WORDS
-        from mmsearch_r1.models.demos import copy_demo, world_values
+        from mmsearch_r1.models.demos import answer_words, copy_demo
 
         p = self.cfg.pretrain
         count = p.copy_drills if e < p.drill_epochs else p.copy_drills_later
         if count == 0:
             return []
         rng = np.random.default_rng([self.cfg.seed, STREAM_COPY, e])
-        words = sorted({value for values in world_values(self.world).values() for value in values})
+        words = answer_words(self.world)
         return [self._encode(copy_demo(f"copy-{e}-{r}", [words[int(i)] for i in rng.integers(len(words), size=COPY_WORDS)])) for r in range(count)]
 
     def naming(self, e: int) -> list["Encoded"]:
